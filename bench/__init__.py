@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print figures as ratios against a baseline from the same run."""

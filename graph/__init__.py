@@ -1,0 +1,1 @@
+"""The service's surface: the GraphQL schema, the Starlette app, settings and the CLI."""

@@ -1,0 +1,56 @@
+"""The ``provgraph`` command: ``serve`` the API, or ``simulate`` the upstream alone."""
+
+import argparse
+import logging
+
+import uvicorn
+
+from graph.settings import SIMULATOR_MOUNT, Settings
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from graph.app import create_app
+
+    settings = Settings()
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = settings.model_copy(update=overrides)
+    logging.basicConfig(level=settings.log_level.upper())
+    upstream = "the embedded simulator" if settings.uses_simulator else settings.upstream_url
+    logging.getLogger("provgraph").info("upstream: %s", upstream)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+    )
+
+
+def _simulate(args: argparse.Namespace) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from soap.simulator.fleet import Fleet
+    from soap.simulator.server import Simulator
+
+    simulator = Simulator(Fleet(seed=args.seed))
+    simulator.state.knobs.latency_s = args.latency_ms / 1000
+    app = Starlette(routes=[Mount(SIMULATOR_MOUNT, app=simulator.app)])
+    print(f"UWS_BASE_URL=http://{args.host}:{args.port}{SIMULATOR_MOUNT}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="provgraph", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the GraphQL API (HOST/PORT from settings)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(run=_serve)
+    simulate = commands.add_parser("simulate", help="serve only the UWS simulator")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=8001)
+    simulate.add_argument("--seed", type=int, default=2017, help="fleet seed")
+    simulate.add_argument("--latency-ms", type=float, default=0.0, help="added to every call")
+    simulate.set_defaults(run=_simulate)
+    args = parser.parse_args(argv)
+    args.run(args)

@@ -1,0 +1,59 @@
+"""All configuration, read once from the environment and an optional ``.env`` file."""
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SIMULATOR_MOUNT = "/simulator/api/v2"
+SIMULATOR_USERNAME = "demo"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    uws_base_url: str | None = Field(
+        default=None,
+        description="The UWS v2 base URL, e.g. https://<host>/api/v2. Unset: the embedded "
+        "simulator, served by this process at /simulator/api/v2.",
+    )
+    uws_token: SecretStr | None = Field(
+        default=None, description="A fixed UWS session token; takes precedence over a login."
+    )
+    uws_username: str | None = Field(default=None, description="UWS login user name.")
+    uws_password: SecretStr | None = Field(default=None, description="UWS login password.")
+    uws_timeout_s: float = Field(
+        default=10.0, gt=0, description="Upper bound on one upstream call, seconds."
+    )
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./provgraph.db", description="SQLAlchemy async URL."
+    )
+    cache_url: str = Field(default="memory://", description="memory:// or redis://host:port/db")
+    broker_url: str = Field(default="memory://", description="memory:// or redis://host:port/db")
+    host: str = Field(default="127.0.0.1", description="Address to bind.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port to bind.")
+    log_level: str = Field(default="info", description="Python log level name.")
+
+    @property
+    def uses_simulator(self) -> bool:
+        return not self.uws_base_url
+
+    @property
+    def upstream_url(self) -> str:
+        if self.uws_base_url:
+            return self.uws_base_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}{SIMULATOR_MOUNT}"
+
+    def upstream_credentials(self) -> dict[str, str | None]:
+        """Keyword arguments for the UWS client; the simulator's demo login by default."""
+        if self.uws_token:
+            return {"token": self.uws_token.get_secret_value()}
+        if self.uws_username and self.uws_password:
+            return {
+                "username": self.uws_username,
+                "password": self.uws_password.get_secret_value(),
+            }
+        if self.uses_simulator:
+            return {"username": SIMULATOR_USERNAME, "password": SIMULATOR_USERNAME}
+        raise ValueError(
+            "UWS_BASE_URL is set, so UWS_TOKEN or UWS_USERNAME and UWS_PASSWORD must be too"
+        )

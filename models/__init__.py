@@ -1,0 +1,1 @@
+"""Data: event records, device records, instants. Nothing here knows about GraphQL or SOAP."""

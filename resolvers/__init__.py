@@ -1,0 +1,1 @@
+"""How data is fetched and computed. Plain async Python: no GraphQL types here."""

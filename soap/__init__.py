@@ -1,0 +1,1 @@
+"""The upstream: the UWS v2 SOAP contract (WSDL), its client and its simulator."""

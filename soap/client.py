@@ -1,0 +1,214 @@
+"""The UWS v2 client: zeep's async client over httpx, with session handling and timeouts.
+
+zeep builds and sends every request from the WSDL under ``soap/wsdl`` (loaded once, off
+the event loop); replies are read by ``soap.replies`` because zeep's reply parsing is an
+order of magnitude slower than lxml's. Every failure surfaces as a ``soap.errors`` type.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import zeep
+from lxml import etree
+from zeep.transports import AsyncTransport
+from zeep.wsdl import Document
+from zeep.wsdl.utils import etree_to_string
+
+from models.devices import DeviceIdentifier, DeviceListPage
+from models.events import HistoryWindow
+from models.instants import format_instant
+from soap import replies
+from soap.contract import (
+    DEVICE_BINDING,
+    DEVICE_PATH,
+    DEVICE_WSDL,
+    SESSION_BINDING,
+    SESSION_EXPIRED,
+    SESSION_INVALID,
+    SESSION_PATH,
+    SESSION_WSDL,
+    V2,
+)
+from soap.errors import UpstreamError, UpstreamFault, UpstreamTimeout, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_TOKEN = f"{{{V2}}}token"
+_SESSION_FAULTS = frozenset({SESSION_EXPIRED, SESSION_INVALID})
+
+
+class _Transport(AsyncTransport):
+    """zeep's AsyncTransport, minus its debug log of every request body.
+
+    That log line would write the session token and, for LogIn, the password.
+    """
+
+    async def post_xml(self, address: str, envelope: Any, headers: dict[str, str]) -> Any:
+        response = await self.client.post(
+            address, content=etree_to_string(envelope), headers=headers
+        )
+        return response
+
+
+@cache
+def _document(path: Path) -> Document:
+    """A parsed WSDL, shared by every client of the process: parsing one costs ~100 ms."""
+    return Document(str(path), zeep.Transport(), settings=zeep.Settings())
+
+
+class UwsClient:
+    """One upstream account: a fixed session token, or a user name and password."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float,
+        token: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        if not token and not (username and password):
+            raise ValueError("the UWS client needs UWS_TOKEN or UWS_USERNAME and UWS_PASSWORD")
+        base = base_url.rstrip("/")
+        self._timeout_s = timeout_s
+        self._fixed_token = token
+        self._username = username
+        self._password = password
+        self._session: str | None = None
+        self._login_lock = asyncio.Lock()
+        self._secrets = tuple(s for s in (token, password) if s)
+        http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+        transport = _Transport(client=http, wsdl_client=httpx.Client())
+        # AsyncTransport replaces the headers of the client it is given: set ours after.
+        http.headers["User-Agent"] = "provisioning-graph"
+        settings = zeep.Settings(raw_response=True)
+        device = zeep.AsyncClient(_document(DEVICE_WSDL), transport=transport, settings=settings)
+        session = zeep.AsyncClient(_document(SESSION_WSDL), transport=transport, settings=settings)
+        self._transport = transport
+        self._device = device.create_service(DEVICE_BINDING, f"{base}/{DEVICE_PATH}")
+        self._session_service = session.create_service(SESSION_BINDING, f"{base}/{SESSION_PATH}")
+
+    @classmethod
+    async def open(cls, base_url: str, **options: Any) -> "UwsClient":
+        """Builds a client in a thread: the first one parses the WSDLs, off the event loop."""
+        return await asyncio.to_thread(cls, base_url, **options)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+        self._transport.wsdl_client.close()
+
+    async def get_device_provisioning_history(
+        self, device: DeviceIdentifier, earliest: int, latest: int
+    ) -> HistoryWindow:
+        """One upstream window: at most 500 events of [earliest, latest] (ticks, inclusive)."""
+        request = {
+            "Device": {"Kind": device.kind, "Identifier": device.identifier},
+            "OccurredAtFilter": {
+                "Earliest": format_instant(earliest),
+                "Latest": format_instant(latest),
+            },
+        }
+        return await self._authorized(
+            "GetDeviceProvisioningHistory", request, replies.history_window
+        )
+
+    async def get_device_list(self, largest_device_id_seen: int | None = None) -> DeviceListPage:
+        """One page of the account's devices, after the given upstream device id."""
+        request = {"LargestDeviceIdSeen": largest_device_id_seen}
+        return await self._authorized("GetDeviceList", request, replies.device_list_page)
+
+    async def log_out(self) -> None:
+        """Ends the session this client opened, if any; a fixed token is left alone."""
+        token, self._session = self._session, None
+        if token is not None:
+            await self._send(
+                self._session_service,
+                "LogOut",
+                {"SessionToken": token},
+                None,
+                replies.acknowledged,
+            )
+
+    async def _token(self) -> str:
+        if self._fixed_token:
+            return self._fixed_token
+        async with self._login_lock:
+            if self._session is None:
+                self._session = await self._send(
+                    self._session_service,
+                    "LogIn",
+                    {"Username": self._username, "Password": self._password},
+                    None,
+                    replies.session_token,
+                )
+            return self._session
+
+    async def _authorized(
+        self,
+        operation: str,
+        request: dict[str, Any],
+        read: Callable[[str, int, bytes], T],
+    ) -> T:
+        token = await self._token()
+        try:
+            return await self._send(self._device, operation, request, token, read)
+        except UpstreamFault as fault:
+            if fault.code not in _SESSION_FAULTS or self._fixed_token:
+                raise
+        # The session ended upstream: log in again once, shared with concurrent callers
+        # that saw the same expiry, and retry this call once.
+        async with self._login_lock:
+            if self._session == token:
+                self._session = None
+        token = await self._token()
+        return await self._send(self._device, operation, request, token, read)
+
+    async def _send(
+        self,
+        service: Any,
+        operation: str,
+        request: dict[str, Any],
+        token: str | None,
+        read: Callable[[str, int, bytes], T],
+    ) -> T:
+        headers = []
+        if token is not None:
+            header = etree.Element(_TOKEN)
+            header.text = token
+            headers.append(header)
+        try:
+            # httpx's timeout bounds each read; this bounds the whole exchange, so a
+            # reply that trickles in byte by byte cannot hold a caller forever.
+            async with asyncio.timeout(self._timeout_s):
+                response = await getattr(service, operation)(Input=request, _soapheaders=headers)
+        except (TimeoutError, httpx.TimeoutException):
+            raise UpstreamTimeout(operation, f"no reply within {self._timeout_s:g} s") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(
+                operation, f"transport error ({type(exc).__name__})"
+            ) from None
+        try:
+            return read(operation, response.status_code, response.content)
+        except UpstreamError as exc:
+            raise self._redacted(exc) from None
+
+    def _redacted(self, exc: UpstreamError) -> UpstreamError:
+        """The same error, with any credential the upstream echoed back blanked out."""
+        for secret in self._secrets + ((self._session,) if self._session else ()):
+            if secret in str(exc):
+                exc.args = (str(exc).replace(secret, "***"),)
+                exc.message = exc.message.replace(secret, "***")
+                if isinstance(exc, UpstreamFault):
+                    exc.fault_message = exc.fault_message.replace(secret, "***")
+        return exc

@@ -1,0 +1,181 @@
+"""Reading UWS replies straight from lxml into the project's records.
+
+zeep's own reply parsing costs about 11x a bare lxml parse on a 500-event reply
+(DESIGN.md). The client lets zeep build and send requests, and reads replies here.
+"""
+
+from lxml import etree
+
+from models.devices import DeviceIdentifier, DeviceListPage, DeviceRecord
+from models.events import ExtendedAttribute, HistoryWindow, ProvisioningEvent
+from models.instants import InvalidInstant, parse_instant
+from soap.contract import COMMON, DEVICE, SESSION, SOAP_ENV, V2, strip_service_prefix
+from soap.errors import UpstreamBadReply, UpstreamFault, UpstreamUnavailable
+
+# Untrusted bytes: no entity expansion, no network, no unbounded trees.
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+
+_BODY = f"{{{SOAP_ENV}}}Body"
+_FAULT = f"{{{SOAP_ENV}}}Fault"
+_OUTPUT = f"{{{V2}}}Output"
+
+_HISTORY = f"{{{DEVICE}}}ProvisioningHistory"
+_EVENT = f"{{{DEVICE}}}ProvisioningEvent"
+_IS_COMPLETE = f"{{{DEVICE}}}IsComplete"
+_KEY = f"{{{DEVICE}}}Key"
+_VALUE = f"{{{DEVICE}}}Value"
+_EXTENDED = f"{{{DEVICE}}}ExtendedAttributes"
+_EVENT_FIELDS = {
+    f"{{{DEVICE}}}{name}": index
+    for index, name in enumerate(
+        ("OccurredAt", "Status", "EventBy", "EventType", "ServicePlan", "Mdn", "Msisdn")
+    )
+}
+_DEVICE_INFO_PATH = f"{{{DEVICE}}}Devices/{{{DEVICE}}}DeviceInformation"
+_IDENTIFIER_PATH = f"{{{DEVICE}}}DeviceIdentifiers/{{{COMMON}}}DeviceIdentifier"
+_KIND = f"{{{COMMON}}}Kind"
+_IDENTIFIER = f"{{{COMMON}}}Identifier"
+
+
+def read_output(operation: str, status_code: int, body: bytes) -> etree._Element:
+    """The Output element of a successful reply; anything else raises a typed error."""
+    if not body.strip():
+        if status_code >= 400:
+            raise UpstreamUnavailable(operation, f"HTTP {status_code}", status_code)
+        raise UpstreamBadReply(operation, f"empty reply (HTTP {status_code})")
+    try:
+        envelope = etree.fromstring(body, _PARSER)
+    except etree.XMLSyntaxError:
+        if status_code >= 400:
+            raise UpstreamUnavailable(operation, f"HTTP {status_code}", status_code) from None
+        raise UpstreamBadReply(operation, "reply is not well-formed XML") from None
+    payload = envelope.find(_BODY)
+    if payload is None or len(payload) == 0:
+        if status_code >= 400:
+            raise UpstreamUnavailable(operation, f"HTTP {status_code}", status_code)
+        raise UpstreamBadReply(operation, "reply is not a SOAP envelope")
+    fault = payload.find(_FAULT)
+    if fault is not None:
+        raise _fault(operation, fault)
+    if status_code >= 400:
+        raise UpstreamUnavailable(operation, f"HTTP {status_code}", status_code)
+    output = payload[0].find(_OUTPUT)
+    if output is None:
+        raise UpstreamBadReply(operation, "reply has no Output element")
+    return output
+
+
+def _fault(operation: str, fault: etree._Element) -> UpstreamFault:
+    code = (fault.findtext("faultcode") or "").strip()
+    # A QName such as "s:Client" names no UWS code; the detail may carry one then.
+    if ":" in code:
+        code = (fault.findtext("detail//ErrorCode") or code).strip()
+    message = (fault.findtext("faultstring") or "").strip()
+    return UpstreamFault(operation, strip_service_prefix(code), message)
+
+
+def _text(element: etree._Element, tag: str, operation: str) -> str:
+    value = element.findtext(tag)
+    if value is None:
+        raise UpstreamBadReply(operation, f"reply lacks {etree.QName(tag).localname}")
+    return value
+
+
+def _boolean(text: str, operation: str) -> bool:
+    value = text.strip()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise UpstreamBadReply(operation, f"not an xs:boolean: {value!r}")
+
+
+def _attributes(container: etree._Element | None) -> tuple[ExtendedAttribute, ...]:
+    # Child loops rather than findtext(): lxml's find* run its Python path engine per call.
+    if container is None:
+        return ()
+    attributes = []
+    for item in container:
+        key = value = None
+        for child in item:
+            if child.tag == _KEY:
+                key = child.text
+            elif child.tag == _VALUE:
+                value = child.text
+        attributes.append(ExtendedAttribute(key or "", value))
+    return tuple(attributes)
+
+
+def _events(output: etree._Element, operation: str) -> list[ProvisioningEvent]:
+    history = output.find(_HISTORY)
+    if history is None:
+        return []
+    # tuple.__new__ builds the record without NamedTuple's Python-level __new__.
+    fields, extended, make = _EVENT_FIELDS, _EXTENDED, tuple.__new__
+    events = []
+    for element in history.iterchildren(_EVENT):
+        # OccurredAt, Status, EventBy, EventType, ServicePlan, Mdn, Msisdn, attributes
+        values: list = [None, None, None, None, None, None, None, ()]
+        for child in element:
+            index = fields.get(child.tag)
+            if index is not None:
+                values[index] = child.text
+            elif child.tag == extended:
+                values[7] = _attributes(child)
+        try:
+            values[0] = parse_instant(values[0])
+        except (InvalidInstant, TypeError):
+            raise UpstreamBadReply(operation, f"bad OccurredAt {values[0]!r}") from None
+        values[1] = values[1] or ""
+        values[3] = values[3] or ""
+        events.append(make(ProvisioningEvent, values))
+    return events
+
+
+def history_window(operation: str, status_code: int, body: bytes) -> HistoryWindow:
+    output = read_output(operation, status_code, body)
+    events = tuple(_events(output, operation))
+    return HistoryWindow(events, _boolean(_text(output, _IS_COMPLETE, operation), operation))
+
+
+def device_list_page(operation: str, status_code: int, body: bytes) -> DeviceListPage:
+    output = read_output(operation, status_code, body)
+    devices = []
+    for info in output.iterfind(_DEVICE_INFO_PATH):
+        activation = info.findtext(f"{{{DEVICE}}}LastActivationDate")
+        try:
+            devices.append(
+                DeviceRecord(
+                    int(_text(info, f"{{{DEVICE}}}DeviceId", operation)),
+                    tuple(
+                        DeviceIdentifier.of(
+                            item.findtext(_KIND) or "", item.findtext(_IDENTIFIER) or ""
+                        )
+                        for item in info.iterfind(_IDENTIFIER_PATH)
+                    ),
+                    info.findtext(f"{{{DEVICE}}}AccountName"),
+                    parse_instant(activation) if activation else None,
+                    _attributes(info.find(_EXTENDED)),
+                )
+            )
+        except (ValueError, InvalidInstant):
+            raise UpstreamBadReply(operation, "malformed DeviceInformation") from None
+    largest = output.findtext(f"{{{DEVICE}}}LargestDeviceIdSeen")
+    return DeviceListPage(
+        tuple(devices),
+        int(largest) if largest else None,
+        _boolean(_text(output, _IS_COMPLETE, operation), operation),
+    )
+
+
+def session_token(operation: str, status_code: int, body: bytes) -> str:
+    output = read_output(operation, status_code, body)
+    token = (output.findtext(f"{{{SESSION}}}SessionToken") or "").strip()
+    if not token:
+        raise UpstreamBadReply(operation, "LogIn returned no SessionToken")
+    return token
+
+
+def acknowledged(operation: str, status_code: int, body: bytes) -> None:
+    """Checks a reply that carries nothing but success, such as LogOut's."""
+    read_output(operation, status_code, body)

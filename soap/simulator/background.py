@@ -1,0 +1,37 @@
+"""Serving an ASGI app from a background thread, for tests and benchmarks.
+
+The listening socket is bound before the server starts, so clients may connect at once:
+the kernel queues them until uvicorn accepts, and nobody has to poll for readiness.
+"""
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+from starlette.types import ASGIApp
+
+
+def listening_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    return sock
+
+
+@contextmanager
+def serving(app: ASGIApp, sock: socket.socket | None = None) -> Iterator[str]:
+    """Serves ``app`` on loopback (an ephemeral port unless ``sock`` is given); yields its URL."""
+    sock = sock or listening_socket()
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()

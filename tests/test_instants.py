@@ -1,0 +1,53 @@
+"""Instants keep the upstream's seven fractional digits both ways."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from models.instants import (
+    InvalidInstant,
+    format_instant,
+    from_datetime,
+    parse_instant,
+    to_datetime,
+)
+
+YEAR_1900 = parse_instant("1900-01-01")
+YEAR_2200 = parse_instant("2200-01-01")
+
+
+@given(st.integers(YEAR_1900, YEAR_2200))
+def test_format_then_parse_is_exact(ticks):
+    assert parse_instant(format_instant(ticks)) == ticks
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2017-01-02T12:00:48.21Z", "2017-01-02T12:00:48.21Z"),
+        ("2017-01-02T12:00:48.2100000Z", "2017-01-02T12:00:48.21Z"),
+        ("2017-01-02T12:00:48.1234567Z", "2017-01-02T12:00:48.1234567Z"),
+        ("2017-01-02T12:00:48.123456789Z", "2017-01-02T12:00:48.1234567Z"),
+        ("2017-01-02T13:00:48+01:00", "2017-01-02T12:00:48Z"),
+        ("2017-01-02T11:30:48-00:30", "2017-01-02T12:00:48Z"),
+        ("2017-01-02T12:00:48", "2017-01-02T12:00:48Z"),
+        ("2017-01-31", "2017-01-31T00:00:00Z"),
+    ],
+)
+def test_wcf_forms_are_read(text, expected):
+    assert format_instant(parse_instant(text)) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "yesterday", "2017-13-01", "2017-01-02T25:00:00Z", "2017-01-02T12:00", "2017-01-02 x"],
+)
+def test_other_text_is_rejected(text):
+    with pytest.raises(InvalidInstant):
+        parse_instant(text)
+
+
+def test_datetimes_convert_at_microsecond_precision():
+    ticks = parse_instant("2017-01-02T12:00:48.1234567Z")
+    assert to_datetime(ticks).isoformat() == "2017-01-02T12:00:48.123456+00:00"
+    assert from_datetime(to_datetime(ticks)) == ticks - 7

@@ -3,16 +3,21 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
+from graph.context import Services
+from graph.http import GraphQLApp
+from graph.schema import schema
 from graph.settings import SIMULATOR_MOUNT, Settings
+from resolvers.cache import UpstreamCache, backend_from_url
+from resolvers.cursors import CursorCodec
 from resolvers.health import readiness
+from resolvers.upstream import CachePolicy, Upstream
 from soap.client import UwsClient
 from soap.errors import UpstreamError
 from soap.simulator.server import Simulator
@@ -20,17 +25,9 @@ from soap.simulator.server import Simulator
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Services:
-    """What request handlers share for the process's lifetime."""
-
-    settings: Settings
-    uws: UwsClient
-    engine: AsyncEngine
-
-
 def _services(request: Request) -> Services:
-    return request.app.state.services
+    services: Services = request.app.state.services
+    return services
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -61,10 +58,27 @@ def create_app(settings: Settings | None = None, simulator: Simulator | None = N
             settings.upstream_url, timeout_s=settings.uws_timeout_s, **credentials
         )
         engine = create_async_engine(settings.database_url)
-        app.state.services = Services(settings, uws, engine)
+        cache = UpstreamCache(
+            backend_from_url(settings.cache_url, settings.cache_max_events),
+            lock_ttl_s=settings.uws_timeout_s + 1,
+        )
+        policy = CachePolicy(
+            settle_s=settings.cache_settle_s,
+            immutable_ttl_s=settings.cache_ttl_immutable_s,
+            recent_ttl_s=settings.cache_ttl_recent_s,
+            device_list_ttl_s=settings.device_list_ttl_s,
+        )
+        app.state.services = Services(
+            settings=settings,
+            uws=uws,
+            upstream=Upstream(uws, cache, policy),
+            engine=engine,
+            cursors=CursorCodec(settings.cursor_secret.get_secret_value()),
+        )
         try:
             yield
         finally:
+            await cache.close()
             try:
                 await uws.log_out()
             except UpstreamError as exc:
@@ -75,6 +89,8 @@ def create_app(settings: Settings | None = None, simulator: Simulator | None = N
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/graphql", GraphQLApp(schema), methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", GraphQLApp(schema)),
     ]
     if settings.uses_simulator:
         routes.append(Mount(SIMULATOR_MOUNT, app=(simulator or Simulator()).app))

@@ -1,4 +1,5 @@
-"""The ``provgraph`` command: ``serve`` the API, or ``simulate`` the upstream alone."""
+"""The ``provgraph`` command: ``serve`` the API, ``simulate`` the upstream alone, print the
+``schema``."""
 
 import argparse
 import logging
@@ -15,6 +16,8 @@ def _serve(args: argparse.Namespace) -> None:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = settings.model_copy(update=overrides)
     logging.basicConfig(level=settings.log_level.upper())
+    # httpx logs every upstream request at INFO: one line per SOAP call drowns the rest.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
     upstream = "the embedded simulator" if settings.uses_simulator else settings.upstream_url
     logging.getLogger("provgraph").info("upstream: %s", upstream)
     uvicorn.run(
@@ -39,6 +42,12 @@ def _simulate(args: argparse.Namespace) -> None:
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
+def _schema(args: argparse.Namespace) -> None:
+    from graph.schema import schema
+
+    print(schema.as_str())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="provgraph", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -52,5 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     simulate.add_argument("--seed", type=int, default=2017, help="fleet seed")
     simulate.add_argument("--latency-ms", type=float, default=0.0, help="added to every call")
     simulate.set_defaults(run=_simulate)
+    export = commands.add_parser("schema", help="print the GraphQL schema (SDL)")
+    export.set_defaults(run=_schema)
     args = parser.parse_args(argv)
     args.run(args)

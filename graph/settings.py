@@ -28,6 +28,32 @@ class Settings(BaseSettings):
     )
     cache_url: str = Field(default="memory://", description="memory:// or redis://host:port/db")
     broker_url: str = Field(default="memory://", description="memory:// or redis://host:port/db")
+    cache_max_events: int = Field(
+        default=200_000,
+        ge=1,
+        description="Bound of the in-process cache, in events and devices held (LRU).",
+    )
+    cache_settle_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="A window whose range ended this long ago is taken as final.",
+    )
+    cache_ttl_immutable_s: float = Field(
+        default=7 * 86_400.0, gt=0, description="Lifetime of a final window in the cache."
+    )
+    cache_ttl_recent_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Lifetime of a window that touches the present; also the rounding of "
+        "the default occurredBefore.",
+    )
+    device_list_ttl_s: float = Field(
+        default=300.0, gt=0, description="Lifetime of a cached GetDeviceList page."
+    )
+    cursor_secret: SecretStr = Field(
+        default=SecretStr("provisioning-graph-development-cursor-secret"),
+        description="Signs cursors. Set the same value on every replica in production.",
+    )
     host: str = Field(default="127.0.0.1", description="Address to bind.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port to bind.")
     log_level: str = Field(default="info", description="Python log level name.")

@@ -82,6 +82,15 @@ def format_instant(ticks: int) -> str:
     return f"{day}T{clock}{digits}Z"
 
 
+def format_api_instant(ticks: int) -> str:
+    """The API's form: UTC with milliseconds, or all seven digits where they matter."""
+    text = format_instant(ticks - ticks % TICKS_PER_SECOND)[:-1]
+    fraction = ticks % TICKS_PER_SECOND
+    if fraction % TICKS_PER_MILLISECOND:
+        return f"{text}.{fraction:07d}Z"
+    return f"{text}.{fraction // TICKS_PER_MILLISECOND:03d}Z"
+
+
 def to_datetime(ticks: int) -> datetime:
     """Ticks as an aware UTC datetime; the seventh digit is dropped (datetime keeps six)."""
     return _EPOCH + timedelta(microseconds=ticks // TICKS_PER_MICROSECOND)

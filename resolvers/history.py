@@ -13,7 +13,11 @@ windows. This relies on the upstream ordering events of one instant the same way
 every call, as it does.
 """
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from bisect import bisect_left
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from operator import attrgetter
 from typing import NamedTuple
 
 from models.devices import DeviceIdentifier
@@ -52,6 +56,30 @@ class PagedEvent(NamedTuple):
     """This event's own position."""
     after: Position | None
     """The next event's position, or None when this is the last event of the range."""
+    rank: int
+    """How many events of the same instant come before this one."""
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """Sorts events in history order: by instant, then upstream order within it."""
+        return self.event.occurred_at, self.rank
+
+
+class EventRef(NamedTuple):
+    """What a cursor remembers of an event: enough to find it, and the next, again."""
+
+    at: Position
+    instant: int
+    rank: int
+    after: Position | None
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return self.instant, self.rank
+
+    @classmethod
+    def of(cls, item: PagedEvent) -> "EventRef":
+        return cls(item.at, item.event.occurred_at, item.rank, item.after)
 
 
 class HistoryPagingError(Exception):
@@ -100,7 +128,8 @@ class HistoryPager:
         self.gaps: list[HistoryGap] = []
         self.calls = 0
 
-    async def __aiter__(self) -> AsyncIterator[PagedEvent]:
+    async def windows(self) -> AsyncIterator[tuple[Iterator[PagedEvent], bool]]:
+        """Each window's events from the current position on, and whether more follow."""
         position: Position | None = self.start
         while position is not None:
             window_start, offset = position
@@ -109,7 +138,237 @@ class HistoryPager:
             position, gap = next_window(window, self.latest)
             if gap is not None:
                 self.gaps.append(gap)
-            events = window.events
-            for index in range(offset, len(events)):
-                after = Position(window_start, index + 1) if index + 1 < len(events) else position
-                yield PagedEvent(events[index], Position(window_start, index), after)
+            yield _paged(window_start, window, position, offset), position is not None
+
+    async def __aiter__(self) -> AsyncIterator[PagedEvent]:
+        async for items, _ in self.windows():
+            for item in items:
+                yield item
+
+
+_occurred_at = attrgetter("occurred_at")
+
+
+def _paged(
+    start: int, window: HistoryWindow, next_position: Position | None, offset: int = 0
+) -> Iterator[PagedEvent]:
+    """A window's events from ``offset`` on, each with its position and rank, made as
+    they are asked for: a page often needs a few dozen of a window's 500."""
+    events = window.events
+    if offset >= len(events):
+        return
+    rank = offset - bisect_left(events, events[offset].occurred_at, hi=offset, key=_occurred_at)
+    last = len(events) - 1
+    previous = events[offset].occurred_at
+    for index in range(offset, len(events)):
+        event = events[index]
+        if index > offset:
+            rank = rank + 1 if event.occurred_at == previous else 0
+            previous = event.occurred_at
+        after = Position(start, index + 1) if index < last else next_position
+        yield PagedEvent(event, Position(start, index), after, rank)
+
+
+Matcher = Callable[[ProvisioningEvent], bool]
+
+
+def match_all(event: ProvisioningEvent) -> bool:
+    return True
+
+
+@dataclass
+class HistoryPage:
+    items: list[PagedEvent]
+    has_next: bool
+    has_previous: bool
+    gaps: list[HistoryGap] = field(default_factory=list)
+
+
+async def read_forward(
+    fetch: FetchWindow,
+    device: DeviceIdentifier,
+    earliest: int,
+    latest: int,
+    first: int,
+    after: EventRef | None = None,
+    before: EventRef | None = None,
+    matches: Matcher = match_all,
+) -> HistoryPage:
+    """Up to ``first`` matching events after ``after`` (and before ``before``), oldest first.
+
+    Reads no window beyond the one that fills the page: hasNext is decided from what that
+    window shows (with a filter, it can be true when the rest of the range holds no match).
+    """
+    if after is not None and after.after is None:
+        return HistoryPage([], False, True)
+    pager = HistoryPager(fetch, device, earliest, latest, after.after if after else None)
+    items: list[PagedEvent] = []
+    async for window_items, more in pager.windows():
+        for item in window_items:
+            if before is not None and item.order >= before.order:
+                return HistoryPage(items, True, after is not None, pager.gaps)
+            if not matches(item.event):
+                continue
+            if len(items) == first:
+                return HistoryPage(items, True, after is not None, pager.gaps)
+            items.append(item)
+            if len(items) == first and (more or (before is None and matches is match_all)):
+                # What follows is known without reading another window.
+                has_next = more or item.after is not None
+                return HistoryPage(items, has_next, after is not None, pager.gaps)
+        if more and len(items) == first:
+            return HistoryPage(items, True, after is not None, pager.gaps)
+    return HistoryPage(items, False, after is not None, pager.gaps)
+
+
+async def count(
+    fetch: FetchWindow,
+    device: DeviceIdentifier,
+    earliest: int,
+    latest: int,
+    matches: Matcher = match_all,
+) -> tuple[int, list[HistoryGap]]:
+    """How many events of the range match (a full read of the range), and any gaps."""
+    total = 0
+    pager = HistoryPager(fetch, device, earliest, latest)
+    async for item in pager:
+        total += matches(item.event)
+    return total, pager.gaps
+
+
+FIRST_SPAN = 86_400 * 10_000_000
+"""A backward search first looks one day back, then eight times further each step."""
+SPAN_GROWTH = 8
+
+
+def _reach(window: HistoryWindow, target: EventRef | None) -> int | None:
+    """How many events of ``window`` come before ``target`` (None: range end), or None
+    when the window stops short of it."""
+    events = window.events
+    if target is None:
+        return len(events) if window.is_complete else None
+    first_at = bisect_left(events, target.instant, key=_occurred_at)
+    index = first_at + target.rank
+    if index < len(events) and events[index].occurred_at == target.instant:
+        return index
+    if window.is_complete or (events and events[-1].occurred_at > target.instant):
+        # The target's instant holds fewer events than its rank says: the history
+        # changed since the cursor was made. Everything of that instant comes before.
+        return bisect_left(events, target.instant + 1, key=_occurred_at)
+    return None
+
+
+class _Found(NamedTuple):
+    start: int
+    window: HistoryWindow
+    reached: int
+    """How many events of the window come before the target."""
+    crowded: int | None
+    """An instant just before the window holding over 500 events, which stopped the search."""
+
+
+async def _window_before(
+    fetch: FetchWindow,
+    device: DeviceIdentifier,
+    earliest: int,
+    latest: int,
+    target: EventRef | None,
+    wanted: int,
+    hint: int | None,
+) -> _Found:
+    """A window [s, latest] holding ``wanted`` events before ``target``, or all there are
+    from ``earliest`` on."""
+    ceiling = target.instant if target is not None else latest
+    too_early: int | None = None
+    too_late = ceiling + 1  # a window from here has no event before the target
+    best = _Found(too_late, HistoryWindow((), True), 0, None)
+    span = FIRST_SPAN
+    start = hint if hint is not None and earliest <= hint <= ceiling else None
+    if start is None and target is None:
+        # Most histories fit one window: then the whole range answers at once, and it is
+        # the very window a forward read starts with.
+        window = await fetch(device, earliest, latest)
+        if window.is_complete:
+            return _Found(earliest, window, len(window.events), None)
+    if start is None:
+        start = max(earliest, ceiling - span)
+    while True:
+        window = await fetch(device, start, latest)
+        reached = _reach(window, target)
+        if reached is None:
+            too_early = start
+        elif reached >= wanted or start <= earliest:
+            return _Found(start, window, reached, None)
+        else:
+            too_late, best = start, _Found(start, window, reached, None)
+        if too_early is None:
+            while max(earliest, ceiling - span) >= too_late:
+                span *= SPAN_GROWTH
+            start = max(earliest, ceiling - span)
+            span *= SPAN_GROWTH
+        elif too_late - too_early <= 1:
+            return best._replace(crowded=too_early)
+        else:
+            start = (too_early + too_late) // 2
+
+
+async def read_backward(
+    fetch: FetchWindow,
+    device: DeviceIdentifier,
+    earliest: int,
+    latest: int,
+    last: int,
+    before: EventRef | None = None,
+    after: EventRef | None = None,
+    matches: Matcher = match_all,
+) -> HistoryPage:
+    """The ``last`` matching events before ``before`` (or the range end), oldest first.
+
+    The upstream only reads forward from a start instant, so this searches for a start
+    whose window holds enough events before the target: the whole range when it fits one
+    window, else one day back, then eight times further each step, then halving the gap
+    once a window overshoots (holds more than 500 events before the target). It never
+    reads the range from its beginning.
+    """
+    wanted = last + 1  # one more than the page, to tell whether earlier events exist
+    collected: list[PagedEvent] = []
+    gaps: list[HistoryGap] = []
+    target, hint = before, before.at.window_start if before else None
+    while True:
+        found = await _window_before(
+            fetch, device, earliest, latest, target, wanted - len(collected), hint
+        )
+        following = next_window(found.window, latest)[0]
+        batches = [list(islice(_paged(found.start, found.window, following), found.reached))]
+        if found.crowded is not None:
+            # The instant just before this window holds too many events to read it and
+            # what follows in one window: read that instant alone. Where it holds over
+            # 500, the upstream gives the first 500 (as to the forward pager): a gap.
+            crowd = await fetch(device, found.crowded, latest)
+            items = _paged(found.crowded, crowd, next_window(crowd, latest)[0])
+            batches.append([i for i in items if i.event.occurred_at == found.crowded])
+            if len(batches[-1]) == len(crowd.events) and not crowd.is_complete:
+                gaps.append(HistoryGap(found.crowded, len(crowd.events)))
+        for items in batches:
+            for item in reversed(items):
+                if after is not None and item.order <= after.order:
+                    return _backward_page(collected, last, before, gaps, exhausted=True)
+                if matches(item.event):
+                    collected.append(item)
+        oldest = batches[-1][0] if batches[-1] else None
+        exhausted = found.start <= earliest and found.crowded is None
+        if len(collected) >= wanted or exhausted or oldest is None:
+            return _backward_page(collected, last, before, gaps, exhausted)
+        target, hint = EventRef.of(oldest), None
+
+
+def _backward_page(
+    collected: list[PagedEvent],
+    last: int,
+    before: EventRef | None,
+    gaps: list[HistoryGap],
+    exhausted: bool,
+) -> HistoryPage:
+    page = collected[:last]
+    has_previous = len(collected) > last or not exhausted
+    return HistoryPage(page[::-1], before is not None, has_previous, gaps)

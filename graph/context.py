@@ -1,0 +1,45 @@
+"""What every resolver receives: the process's services and this request's state."""
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import HTTPConnection
+from strawberry.dataloader import DataLoader
+
+from graph.settings import Settings
+from models.devices import DeviceIdentifier
+from models.principal import LOCAL_DEVELOPER, Principal
+from resolvers.cursors import CursorCodec
+from resolvers.devices import Device, find_devices
+from resolvers.upstream import Cost, Upstream
+from soap.client import UwsClient
+
+
+@dataclass
+class Services:
+    """Shared by all requests for the process's lifetime."""
+
+    settings: Settings
+    uws: UwsClient
+    upstream: Upstream
+    engine: AsyncEngine
+    cursors: CursorCodec
+
+
+@dataclass
+class Context:
+    services: Services
+    principal: Principal
+    cost: Cost = field(default_factory=Cost)
+    devices: DataLoader[DeviceIdentifier, Device | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        async def load(keys: list[DeviceIdentifier]) -> list[Device | None]:
+            return await find_devices(self.services.upstream, self.cost, keys)
+
+        # One per request: a query naming a device several times looks it up once.
+        self.devices = DataLoader(load_fn=load)
+
+
+def context_for(connection: HTTPConnection) -> Context:
+    return Context(services=connection.app.state.services, principal=LOCAL_DEVELOPER)

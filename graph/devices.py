@@ -1,0 +1,170 @@
+"""Devices: lookup by identifier, the account's device list, and a device's history."""
+
+import re
+from enum import Enum
+
+import strawberry
+
+from graph.errors import user_error
+from graph.history import ProvisioningEventConnection, ProvisioningEventFilter
+from graph.history import provisioning_history as read_history
+from graph.relay import Node, PageInfo, global_id, page_size
+from graph.scalars import DateTime
+from models.devices import DeviceIdentifier as IdentifierRecord
+from resolvers.devices import Device as DeviceRecord
+from resolvers.devices import DeviceListPosition, ListedDevice, list_devices
+
+_IDENTIFIER = re.compile(r"[0-9A-Za-z]{1,64}")
+DEVICES_CURSOR = "d"
+
+
+@strawberry.enum(
+    description="Identifier kinds the upstream service accepts (compared "
+    "case-insensitively on the wire)."
+)
+class DeviceIdentifierKind(Enum):
+    ESN = "esn"
+    ICCID = "iccid"
+    IMEI = "imei"
+    MDN = "mdn"
+    MEID = "meid"
+    MSISDN = "msisdn"
+    MIN = "min"
+    EID = "eid"
+
+
+_KINDS = {kind.value for kind in DeviceIdentifierKind}
+
+
+@strawberry.type
+class DeviceIdentifier:
+    kind: DeviceIdentifierKind
+    identifier: str
+
+    @classmethod
+    def of(cls, record: IdentifierRecord) -> "DeviceIdentifier":
+        return cls(kind=DeviceIdentifierKind(record.kind), identifier=record.identifier)
+
+
+@strawberry.input
+class DeviceIdentifierInput:
+    kind: DeviceIdentifierKind
+    identifier: str
+
+
+def identifier_record(kind: DeviceIdentifierKind, identifier: str) -> IdentifierRecord:
+    """The identifier as the upstream takes it; BAD_USER_INPUT for one it would refuse."""
+    value = identifier.strip()
+    if not _IDENTIFIER.fullmatch(value):
+        raise user_error(
+            f"{identifier!r} is not a valid {kind.name} identifier: 1 to 64 letters or digits.",
+            "identifier",
+        )
+    return IdentifierRecord(kind.value, value.upper())
+
+
+@strawberry.type
+class Device(Node):
+    id: strawberry.ID
+    identifier: DeviceIdentifier
+    identifiers: list[DeviceIdentifier] = strawberry.field(
+        description="All identifiers the upstream knows for this device, where it reports them."
+    )
+    record: strawberry.Private[DeviceRecord]
+
+    @classmethod
+    def of(cls, device: DeviceRecord) -> "Device":
+        asked = device.identifier
+        return cls(
+            id=global_id("Device", asked.kind, asked.identifier),
+            identifier=DeviceIdentifier.of(asked),
+            identifiers=[DeviceIdentifier.of(i) for i in device.identifiers if i.kind in _KINDS],
+            record=device,
+        )
+
+    @strawberry.field(
+        description="The device's provisioning history, oldest first, read lazily from "
+        "the upstream 500-record pages. The range is inclusive: occurredAfter defaults to "
+        "2000-01-01T00:00:00Z and occurredBefore to now (rounded up to the cache's "
+        "recent-window lifetime, 30 s by default); a cursor keeps the range it was read "
+        "with. Pages hold 50 events unless first or last (at most 500) says otherwise; "
+        "last without before gives the newest events."
+    )
+    async def provisioning_history(
+        self,
+        info: strawberry.Info,
+        occurred_after: DateTime | None = None,
+        occurred_before: DateTime | None = None,
+        filter: ProvisioningEventFilter | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> ProvisioningEventConnection:
+        return await read_history(
+            info,
+            self.record.identifier,
+            occurred_after,
+            occurred_before,
+            filter,
+            first,
+            after,
+            last,
+            before,
+        )
+
+
+@strawberry.type
+class DeviceEdge:
+    cursor: str
+    node: Device
+
+
+@strawberry.type
+class DeviceConnection:
+    edges: list[DeviceEdge]
+    page_info: PageInfo
+
+
+async def load_device(info: strawberry.Info, identifier: IdentifierRecord) -> Device | None:
+    device = await info.context.devices.load(identifier)
+    return Device.of(device) if device is not None else None
+
+
+async def device(
+    info: strawberry.Info, kind: DeviceIdentifierKind, identifier: str
+) -> Device | None:
+    return await load_device(info, identifier_record(kind, identifier))
+
+
+async def devices(
+    info: strawberry.Info, first: int | None = None, after: str | None = None
+) -> DeviceConnection:
+    context = info.context
+    codec = context.services.cursors
+    scope = codec.scope(DEVICES_CURSOR)
+    position = None
+    if after is not None:
+        page_after, index = codec.decode(after, DEVICES_CURSOR, scope, 2)
+        if index is None:
+            raise user_error("after is not a valid cursor.", "after")
+        position = DeviceListPosition(page_after, index)
+    listed, more = await list_devices(
+        context.services.upstream, context.cost, page_size(first, None), position
+    )
+
+    def edge(item: ListedDevice) -> DeviceEdge:
+        return DeviceEdge(
+            cursor=codec.encode(DEVICES_CURSOR, scope, list(item.at)), node=Device.of(item.device)
+        )
+
+    edges = [edge(item) for item in listed]
+    return DeviceConnection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=more,
+            has_previous_page=after is not None,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+    )

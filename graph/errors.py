@@ -1,0 +1,79 @@
+"""Typed GraphQL errors, and what every response says in ``extensions``."""
+
+from collections.abc import Iterator
+from typing import Any
+
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+
+from models.instants import format_api_instant
+from resolvers.cursors import CursorError
+from resolvers.history import HistoryPagingError
+from soap.errors import (
+    UpstreamBadReply,
+    UpstreamError,
+    UpstreamFault,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+BAD_USER_INPUT = "BAD_USER_INPUT"
+
+
+def user_error(message: str, argument: str | None = None) -> GraphQLError:
+    extensions: dict[str, Any] = {"code": BAD_USER_INPUT}
+    if argument:
+        extensions["argument"] = argument
+    return GraphQLError(message, extensions=extensions)
+
+
+def _extensions(error: BaseException) -> dict[str, Any] | None:
+    if isinstance(error, CursorError):
+        return {"code": BAD_USER_INPUT}
+    if isinstance(error, UpstreamFault):
+        return {"code": "UPSTREAM_FAULT", "upstreamCode": error.code}
+    if isinstance(error, UpstreamTimeout):
+        return {"code": "UPSTREAM_TIMEOUT"}
+    if isinstance(error, UpstreamUnavailable):
+        extensions: dict[str, Any] = {"code": "UPSTREAM_UNAVAILABLE"}
+        if error.status_code is not None:
+            extensions["httpStatus"] = error.status_code
+        return extensions
+    if isinstance(error, UpstreamBadReply | HistoryPagingError):
+        return {"code": "UPSTREAM_BAD_REPLY"}
+    if isinstance(error, UpstreamError):
+        return {"code": "UPSTREAM_ERROR"}
+    return None
+
+
+class ResponseExtensions(SchemaExtension):
+    """Gives upstream and input errors their codes; reports cost and warnings."""
+
+    def on_execute(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        for error in (result.errors or []) if result else []:
+            extensions = _extensions(error.original_error) if error.original_error else None
+            if extensions is not None:
+                error.extensions = {**(error.extensions or {}), **extensions}
+
+    def get_results(self) -> dict[str, Any]:
+        context = self.execution_context.context
+        cost = getattr(context, "cost", None)
+        if cost is None:
+            return {}
+        results: dict[str, Any] = {
+            "cost": {"upstreamCalls": cost.upstream_calls, "cacheHits": cost.cache_hits}
+        }
+        if cost.gaps:
+            results["warnings"] = [
+                {
+                    "code": "UPSTREAM_GAP",
+                    "message": gap.message,
+                    "device": {"kind": device.kind.upper(), "identifier": device.identifier},
+                    "occurredAt": format_api_instant(gap.instant),
+                    "delivered": gap.delivered,
+                }
+                for device, gap in cost.gaps
+            ]
+        return results

@@ -1,0 +1,240 @@
+"""The provisioning history: events and their cursor connection."""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import strawberry
+
+from graph.errors import user_error
+from graph.relay import PageInfo, page_size
+from graph.scalars import DateTime
+from models.devices import DeviceIdentifier
+from models.events import ProvisioningEvent as EventRecord
+from models.instants import TICKS_PER_SECOND, parse_instant
+from resolvers.cursors import CursorCodec
+from resolvers.history import (
+    EventRef,
+    HistoryPage,
+    Matcher,
+    PagedEvent,
+    Position,
+    count,
+    match_all,
+    read_backward,
+    read_forward,
+)
+
+DEFAULT_EARLIEST = parse_instant("2000-01-01T00:00:00Z")
+CURSOR_KIND = "h"
+CURSOR_FIELDS = 8  # earliest, latest, at (start, offset), instant, rank, after (start, offset)
+
+
+@strawberry.type(description="A key and value the upstream attached to an event.")
+class ExtendedAttribute:
+    key: str
+    value: str | None
+
+
+@strawberry.type(description="One provisioning event, as the upstream reported it.")
+class ProvisioningEvent:
+    occurred_at: DateTime
+    status: str
+    event_by: str | None
+    event_type: str
+    service_plan: str | None
+    mdn: str | None
+    msisdn: str | None
+    extended_attributes: list[ExtendedAttribute]
+
+
+@strawberry.input(description="Keeps events whose fields equal one of the values (any case).")
+class ProvisioningEventFilter:
+    event_types: list[str] | None = None
+    statuses: list[str] | None = None
+    event_by: list[str] | None = None
+
+
+@strawberry.type
+class ProvisioningEventEdge:
+    cursor: str
+    node: ProvisioningEvent
+
+
+@strawberry.type
+class ProvisioningEventConnection:
+    edges: list[ProvisioningEventEdge]
+    page_info: PageInfo
+    count_events: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field(
+        description="Number of events in the range after filters; costs a full read of "
+        "the range, so only computed when asked."
+    )
+    async def total_count(self) -> int:
+        return await self.count_events()
+
+
+class _Edge:
+    """An edge whose cursor is only encoded if a query selects it.
+
+    Resolved by attribute, in place of ProvisioningEventEdge: a page of 500 edges would
+    otherwise sign 500 cursors nobody asked for.
+    """
+
+    __slots__ = ("_encode", "_item", "node")
+
+    def __init__(self, item: PagedEvent, encode: Callable[[PagedEvent], str]) -> None:
+        self.node: EventRecord = item.event  # resolved as ProvisioningEvent, field by field
+        self._item = item
+        self._encode = encode
+
+    @property
+    def cursor(self) -> str:
+        return self._encode(self._item)
+
+
+def _matcher(filter: ProvisioningEventFilter | None) -> tuple[Matcher, list[list[str]] | None]:
+    """The filter as a predicate, and in canonical form (for cursor scopes)."""
+    if filter is None:
+        return match_all, None
+    wanted = [
+        sorted({v.lower() for v in values}) if values is not None else None
+        for values in (filter.event_types, filter.statuses, filter.event_by)
+    ]
+    event_types, statuses, users = (set(w) if w is not None else None for w in wanted)
+
+    def matches(event: EventRecord) -> bool:
+        return (
+            (event_types is None or event.event_type.lower() in event_types)
+            and (statuses is None or event.status.lower() in statuses)
+            and (users is None or (event.event_by or "").lower() in users)
+        )
+
+    return matches, wanted
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    earliest: int
+    latest: int
+    ref: EventRef
+
+
+def _decode(codec: CursorCodec, scope: str, value: str, argument: str) -> _Cursor:
+    fields = codec.decode(value, CURSOR_KIND, scope, CURSOR_FIELDS)
+    earliest, latest, start, offset, instant, rank, next_start, next_offset = fields
+    if None in (earliest, latest, start, offset, instant, rank) or (
+        (next_start is None) != (next_offset is None)
+    ):
+        raise user_error(f"{argument} is not a valid cursor.", argument)
+    after = Position(next_start, next_offset) if next_start is not None else None
+    return _Cursor(earliest, latest, EventRef(Position(start, offset), instant, rank, after))
+
+
+def default_latest(now: int, quantum_s: float) -> int:
+    """Now, rounded up to a whole quantum, so that queries close in time share windows."""
+    quantum = max(1, int(quantum_s * TICKS_PER_SECOND))
+    return -(-now // quantum) * quantum
+
+
+async def provisioning_history(
+    info: strawberry.Info,
+    device: DeviceIdentifier,
+    occurred_after: int | None,
+    occurred_before: int | None,
+    filter: ProvisioningEventFilter | None,
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+) -> ProvisioningEventConnection:
+    context = info.context
+    services = context.services
+    size = page_size(first, last)
+    matches, canonical = _matcher(filter)
+    codec = services.cursors
+    scope = codec.scope(
+        CURSOR_KIND,
+        device.kind,
+        device.identifier.upper(),
+        occurred_after,
+        occurred_before,
+        canonical,
+    )
+    cursors = {
+        name: _decode(codec, scope, value, name)
+        for name, value in (("after", after), ("before", before))
+        if value is not None
+    }
+    if len({(c.earliest, c.latest) for c in cursors.values()}) > 1:
+        raise user_error("after and before come from different reads of the history.")
+    # A cursor carries the range it was read with: the next page reads the same range
+    # even where the caller left the bounds to their defaults.
+    anchor = next(iter(cursors.values()), None)
+    earliest = (
+        occurred_after
+        if occurred_after is not None
+        else (anchor.earliest if anchor else DEFAULT_EARLIEST)
+    )
+    latest = (
+        occurred_before
+        if occurred_before is not None
+        else (
+            anchor.latest
+            if anchor
+            else default_latest(services.upstream.now(), services.settings.cache_ttl_recent_s)
+        )
+    )
+    if earliest > latest:
+        raise user_error("occurredAfter must not be later than occurredBefore.", "occurredAfter")
+    after_ref = cursors["after"].ref if "after" in cursors else None
+    before_ref = cursors["before"].ref if "before" in cursors else None
+
+    fetch = services.upstream.history(context.cost)
+    page: HistoryPage
+    if last is not None:
+        page = await read_backward(
+            fetch, device, earliest, latest, size, before_ref, after_ref, matches
+        )
+    else:
+        page = await read_forward(
+            fetch, device, earliest, latest, size, after_ref, before_ref, matches
+        )
+    context.cost.gaps.extend((device, gap) for gap in page.gaps)
+
+    def encode(item: PagedEvent) -> str:
+        at, after = item.at, item.after
+        return codec.encode(
+            CURSOR_KIND,
+            scope,
+            (
+                earliest,
+                latest,
+                at.window_start,
+                at.offset,
+                item.event.occurred_at,
+                item.rank,
+                after.window_start if after else None,
+                after.offset if after else None,
+            ),
+        )
+
+    edges = [_Edge(item, encode) for item in page.items]
+
+    async def count_events() -> int:
+        total, gaps = await count(fetch, device, earliest, latest, matches)
+        context.cost.gaps.extend(
+            (device, gap) for gap in gaps if (device, gap) not in context.cost.gaps
+        )
+        return total
+
+    return ProvisioningEventConnection(
+        edges=edges,  # type: ignore[arg-type]
+        page_info=PageInfo(
+            has_next_page=page.has_next,
+            has_previous_page=page.has_previous,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+        count_events=count_events,
+    )

@@ -1,0 +1,52 @@
+"""Relay pieces shared by the domains: Node, global ids, PageInfo, page-size checks."""
+
+import base64
+import binascii
+
+import strawberry
+
+from graph.errors import user_error
+
+MAX_PAGE = 500
+DEFAULT_PAGE = 50
+
+
+@strawberry.interface(description="An object with a global id, resolvable by Query.node.")
+class Node:
+    id: strawberry.ID
+
+
+def global_id(type_name: str, *parts: str) -> strawberry.ID:
+    raw = ":".join((type_name, *parts)).encode()
+    return strawberry.ID(base64.urlsafe_b64encode(raw).decode().rstrip("="))
+
+
+def parse_global_id(value: str) -> tuple[str, list[str]]:
+    """(type name, parts) of a global id; BAD_USER_INPUT for anything malformed."""
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise user_error(f"{value!r} is not a valid id.", "id") from None
+    type_name, _, rest = raw.partition(":")
+    if not type_name or not rest:
+        raise user_error(f"{value!r} is not a valid id.", "id")
+    return type_name, rest.split(":")
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+def page_size(first: int | None, last: int | None, default: int = DEFAULT_PAGE) -> int:
+    """The page size asked for: ``first`` or ``last``, bounded; never both."""
+    if first is not None and last is not None:
+        raise user_error("Pass either first (with after) or last (with before), not both.")
+    for name, value in (("first", first), ("last", last)):
+        if value is not None and not 0 <= value <= MAX_PAGE:
+            raise user_error(f"{name} must be between 0 and {MAX_PAGE}, not {value}.", name)
+    size = first if first is not None else last
+    return default if size is None else size

@@ -1,0 +1,282 @@
+"""The upstream window cache: parsed replies, keyed by the call that produced them.
+
+Backed by aiocache: a bounded in-process LRU by default, Redis when ``CACHE_URL`` says so.
+Identical concurrent misses make one upstream call: within a process through a shared
+future, and across processes on Redis through a short lock that the others wait out.
+Cached values are immutable tuples, so handing the same object to many callers is safe.
+"""
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiocache import RedisCache, SimpleMemoryCache
+from aiocache.base import BaseCache
+from aiocache.serializers import BaseSerializer
+
+from models.devices import DeviceIdentifier, DeviceListPage, DeviceRecord
+from models.events import ExtendedAttribute, HistoryWindow, ProvisioningEvent
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "v1"
+"""Part of every key: bump it when the shape of cached values changes."""
+
+CachedValue = HistoryWindow | DeviceListPage
+
+
+def _weight(value: object) -> int:
+    if isinstance(value, HistoryWindow):
+        return 1 + len(value.events)
+    if isinstance(value, DeviceListPage):
+        return 1 + len(value.devices)
+    return 1
+
+
+class BoundedMemoryCache(SimpleMemoryCache):
+    """aiocache's memory cache with a bound: least recently used entries go first.
+
+    The bound is a weight, one per event or device held (plus one per entry), which
+    tracks memory far better than an entry count: windows hold 0 to 500 events.
+    """
+
+    def __init__(self, max_weight: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_weight = max_weight
+        self._weights: dict[str, int] = {}
+        self.weight = 0
+
+    async def _get(self, key: str, encoding: str = "utf-8", _conn: Any = None) -> Any:
+        value = self._cache.get(key)
+        if value is not None:
+            self._cache[key] = self._cache.pop(key)  # most recently used goes last
+        return value
+
+    async def _set(
+        self, key: str, value: Any, ttl: Any = None, _cas_token: Any = None, _conn: Any = None
+    ) -> Any:
+        self._forget(key)
+        result = await super()._set(key, value, ttl=ttl, _cas_token=_cas_token)
+        if key in self._cache:
+            self._weights[key] = _weight(value)
+            self.weight += self._weights[key]
+        while self.weight > self.max_weight and len(self._cache) > 1:
+            await self._delete(next(iter(self._cache)))
+        return result
+
+    async def _delete(self, key: str, _conn: Any = None) -> int:
+        self._forget(key)
+        return await super()._delete(key)
+
+    async def _clear(self, namespace: str | None = None, _conn: Any = None) -> bool:
+        result = await super()._clear(namespace)
+        for key in [k for k in self._weights if k not in self._cache]:
+            self._forget(key)
+        return result
+
+    # aiocache's TTL timers call this name-mangled method directly; overriding it keeps
+    # the weight right when an entry expires.
+    def _SimpleMemoryBackend__delete(self, key: str) -> int:
+        self._forget(key)
+        return super()._SimpleMemoryBackend__delete(key)  # type: ignore[misc]
+
+    def _forget(self, key: str) -> None:
+        self.weight -= self._weights.pop(key, 0)
+
+
+class ValueCodec(BaseSerializer):
+    """Cached values as compact JSON for Redis (never pickle: Redis is shared)."""
+
+    def dumps(self, value: object) -> str:
+        if isinstance(value, HistoryWindow):
+            events = [[*e[:7], [list(a) for a in e.extended_attributes]] for e in value.events]
+            return json.dumps({"w": events, "c": value.is_complete}, separators=(",", ":"))
+        if isinstance(value, DeviceListPage):
+            devices = [
+                [
+                    d.device_id,
+                    [list(i) for i in d.identifiers],
+                    d.account_name,
+                    d.last_activation_ticks,
+                    [list(a) for a in d.extended_attributes],
+                ]
+                for d in value.devices
+            ]
+            return json.dumps(
+                {"d": devices, "l": value.largest_device_id_seen, "c": value.is_complete},
+                separators=(",", ":"),
+            )
+        return json.dumps(value)
+
+    def loads(self, value: str | None) -> object:
+        if value is None:
+            return None
+        data = json.loads(value)
+        if isinstance(data, dict) and "w" in data:
+            return HistoryWindow(
+                tuple(
+                    ProvisioningEvent(*e[:7], tuple(ExtendedAttribute(*a) for a in e[7]))
+                    for e in data["w"]
+                ),
+                data["c"],
+            )
+        if isinstance(data, dict) and "d" in data:
+            return DeviceListPage(
+                tuple(
+                    DeviceRecord(
+                        d[0],
+                        tuple(DeviceIdentifier(*i) for i in d[1]),
+                        d[2],
+                        d[3],
+                        tuple(ExtendedAttribute(*a) for a in d[4]),
+                    )
+                    for d in data["d"]
+                ),
+                data["l"],
+                data["c"],
+            )
+        return data
+
+
+def backend_from_url(url: str, max_weight: int) -> BaseCache:
+    """``memory://`` or ``redis://[:password@]host[:port][/db]``."""
+    parts = urlsplit(url)
+    if parts.scheme == "memory":
+        return BoundedMemoryCache(max_weight=max_weight)
+    if parts.scheme in ("redis", "rediss"):
+        return RedisCache(
+            serializer=ValueCodec(),
+            endpoint=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            db=int(parts.path.strip("/") or 0),
+            password=parts.password,
+            ssl=parts.scheme == "rediss",
+            namespace="provgraph",
+            timeout=5,
+        )
+    raise ValueError(f"CACHE_URL must be memory:// or redis://..., not {parts.scheme}://")
+
+
+class UpstreamCache:
+    """Caches upstream values and makes identical concurrent misses share one load."""
+
+    def __init__(
+        self,
+        backend: BaseCache,
+        *,
+        lock_ttl_s: float,
+        poll_s: tuple[float, float] = (0.005, 0.1),
+    ) -> None:
+        self.backend = backend
+        self._shared = isinstance(backend, RedisCache)
+        self._lock_ttl_s = lock_ttl_s
+        self._poll_s = poll_s
+        self._loading: dict[str, asyncio.Future[Any]] = {}
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+    async def get_or_load(
+        self,
+        key: str,
+        load: Callable[[], Awaitable[CachedValue]],
+        ttl_s: float,
+    ) -> tuple[CachedValue, bool]:
+        """The value under ``key`` and whether it came from the cache (True) or a load."""
+        key = f"{SCHEMA_VERSION}:{key}"
+        value = await self._get(key)
+        if value is not None:
+            return value, True
+        pending = self._loading.get(key)
+        if pending is not None:
+            # Another task of this process is loading it: share its result (or error).
+            return await asyncio.shield(pending), True
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        try:
+            value, hit = await self._load_once(key, load, ttl_s)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # waiters may be none: keep asyncio from warning
+            raise
+        else:
+            future.set_result(value)
+            return value, hit
+        finally:
+            del self._loading[key]
+
+    async def _load_once(
+        self,
+        key: str,
+        load: Callable[[], Awaitable[CachedValue]],
+        ttl_s: float,
+    ) -> tuple[CachedValue, bool]:
+        if not self._shared:
+            value = await load()
+            await self._set(key, value, ttl_s)
+            return value, False
+        lock = f"lock:{key}"
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + self._lock_ttl_s
+        delay = self._poll_s[0]
+        while True:
+            if await self._try_lock(lock, token):
+                try:
+                    value = await load()
+                    await self._set(key, value, ttl_s)
+                    return value, False
+                finally:
+                    await self._unlock(lock, token)
+            # Another process holds the lock: wait for its value, or for the lock to go.
+            while time.monotonic() < deadline:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._poll_s[1])
+                value = await self._get(key)
+                if value is not None:
+                    return value, True
+                if not await self._locked(lock):
+                    break
+            else:
+                value = await load()
+                await self._set(key, value, ttl_s)
+                return value, False
+
+    async def _get(self, key: str) -> Any:
+        try:
+            return await self.backend.get(key)
+        except Exception as exc:
+            log.warning("cache read failed (%s); reading upstream", type(exc).__name__)
+            return None
+
+    async def _set(self, key: str, value: CachedValue, ttl: float) -> None:
+        try:
+            await self.backend.set(key, value, ttl=ttl)
+        except Exception as exc:
+            log.warning("cache write failed (%s)", type(exc).__name__)
+
+    async def _try_lock(self, lock: str, token: str) -> bool:
+        try:
+            await self.backend.add(lock, token, ttl=self._lock_ttl_s)
+        except ValueError:
+            return False
+        except Exception:
+            return True
+        return True
+
+    async def _locked(self, lock: str) -> bool:
+        try:
+            return bool(await self.backend.exists(lock))
+        except Exception:
+            return False
+
+    async def _unlock(self, lock: str, token: str) -> None:
+        try:
+            stored = self.backend.serializer.dumps(token)
+            await self.backend._redlock_release(self.backend.build_key(lock), stored)
+        except Exception as exc:
+            log.warning("cache unlock failed (%s); the lock will expire", type(exc).__name__)

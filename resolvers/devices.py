@@ -1,0 +1,125 @@
+"""Devices: the account's device list (GetDeviceList) and lookups by identifier."""
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from models.devices import DeviceIdentifier, DeviceListPage, DeviceRecord
+from models.instants import parse_instant
+from resolvers.upstream import Cost, Upstream
+from soap.contract import DEVICE_NOT_FOUND
+from soap.errors import UpstreamFault
+
+PROBE_INSTANT = parse_instant("2000-01-01T00:00:00Z")
+"""A fixed, empty range asked for to learn whether the upstream knows a device."""
+
+
+class Device(NamedTuple):
+    """A device as the API shows it: the identifier it was asked by, and all it has."""
+
+    identifier: DeviceIdentifier
+    identifiers: tuple[DeviceIdentifier, ...]
+    record: DeviceRecord | None
+    """Its GetDeviceList entry, where the device list has it."""
+
+
+class DeviceListPosition(NamedTuple):
+    """A device's place in the device list: the page (by the id it follows) and index."""
+
+    page_after: int | None
+    index: int
+
+
+class ListedDevice(NamedTuple):
+    device: Device
+    at: DeviceListPosition
+
+
+def _device(record: DeviceRecord, asked: DeviceIdentifier | None = None) -> Device:
+    return Device(asked or record.identifiers[0], record.identifiers, record)
+
+
+async def list_devices(
+    upstream: Upstream, cost: Cost, first: int, after: DeviceListPosition | None
+) -> tuple[list[ListedDevice], bool]:
+    """Up to ``first`` devices after a position, and whether more follow."""
+    page_after, index = after if after is not None else (None, -1)
+    found: list[ListedDevice] = []
+    while True:
+        page = await upstream.device_list(page_after, cost)
+        for position in range(index + 1, len(page.devices)):
+            if len(found) == first:
+                return found, True
+            found.append(
+                ListedDevice(
+                    _device(page.devices[position]), DeviceListPosition(page_after, position)
+                )
+            )
+        if page.is_complete or not page.devices:
+            return found, False
+        if len(found) == first:
+            return found, True
+        page_after, index = page.largest_device_id_seen, -1
+
+
+_INDEXES: OrderedDict[int, tuple[DeviceListPage, dict[DeviceIdentifier, DeviceRecord]]] = (
+    OrderedDict()
+)
+_INDEXES_KEPT = 64
+
+
+def _index(page: DeviceListPage) -> dict[DeviceIdentifier, DeviceRecord]:
+    """Every identifier of a device-list page, by (kind, upper-cased identifier).
+
+    Cached pages are shared immutable objects, so an index is built once per page object
+    (the entry holds the page, which keeps its id from being reused).
+    """
+    entry = _INDEXES.get(id(page))
+    if entry is not None and entry[0] is page:
+        _INDEXES.move_to_end(id(page))
+        return entry[1]
+    index = {
+        DeviceIdentifier(i.kind, i.identifier.upper()): record
+        for record in page.devices
+        for i in record.identifiers
+    }
+    _INDEXES[id(page)] = (page, index)
+    if len(_INDEXES) > _INDEXES_KEPT:
+        _INDEXES.popitem(last=False)
+    return index
+
+
+async def find_devices(
+    upstream: Upstream, cost: Cost, wanted: Sequence[DeviceIdentifier]
+) -> list[Device | None]:
+    """Each identifier's device, or None where the upstream does not know it.
+
+    The device list (cached) gives every identifier a device has. One it lacks, such as
+    a device added since the list was cached, is asked of the upstream directly.
+    """
+    keys = [DeviceIdentifier(w.kind, w.identifier.upper()) for w in wanted]
+    found: dict[DeviceIdentifier, DeviceRecord] = {}
+    page_after: int | None = None
+    while len(found) < len(set(keys)):
+        page = await upstream.device_list(page_after, cost)
+        index = _index(page)
+        found.update((key, index[key]) for key in keys if key in index)
+        if page.is_complete or not page.devices:
+            break
+        page_after = page.largest_device_id_seen
+    results: list[Device | None] = []
+    fetch = upstream.history(cost)
+    for asked, key in zip(wanted, keys, strict=True):
+        record = found.get(key)
+        if record is not None:
+            results.append(Device(asked, record.identifiers, record))
+            continue
+        try:
+            await fetch(asked, PROBE_INSTANT, PROBE_INSTANT)
+        except UpstreamFault as fault:
+            if fault.code != DEVICE_NOT_FOUND:
+                raise
+            results.append(None)
+        else:
+            results.append(Device(asked, (asked,), None))
+    return results

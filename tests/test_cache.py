@@ -1,0 +1,204 @@
+"""The window cache: bounded and immutable in process; shared, and single-flight, on Redis."""
+
+import asyncio
+import uuid
+
+import pytest
+from aiocache import RedisCache
+
+from models.devices import DeviceIdentifier, DeviceListPage, DeviceRecord
+from models.events import ExtendedAttribute, HistoryWindow, ProvisioningEvent
+from resolvers.cache import BoundedMemoryCache, UpstreamCache, ValueCodec, backend_from_url
+
+
+def window(size: int, start: int = 0) -> HistoryWindow:
+    return HistoryWindow(
+        tuple(
+            ProvisioningEvent(
+                start + i,
+                "Success",
+                None,
+                "Activation",
+                None,
+                "5",
+                None,
+                (ExtendedAttribute("k", None),),
+            )
+            for i in range(size)
+        ),
+        True,
+    )
+
+
+async def test_the_memory_cache_evicts_least_recently_used_by_weight():
+    backend = BoundedMemoryCache(max_weight=30)
+    cache = UpstreamCache(backend, lock_ttl_s=1)
+    loads: list[str] = []
+
+    def loader(key: str, size: int):
+        async def load():
+            loads.append(key)
+            return window(size)
+
+        return load
+
+    for key in ("a", "b", "c"):
+        await cache.get_or_load(key, loader(key, 9), 60)  # weight 10 each: full
+    await cache.get_or_load("a", loader("a", 9), 60)  # a is now the most recent
+    await cache.get_or_load("d", loader("d", 9), 60)  # evicts b, the least recent
+    assert backend.weight <= 30
+    for key in ("a", "c", "d", "b"):
+        await cache.get_or_load(key, loader(key, 9), 60)
+    assert loads == ["a", "b", "c", "d", "b"]
+
+
+async def test_expiry_gives_the_weight_back():
+    backend = BoundedMemoryCache(max_weight=100)
+    cache = UpstreamCache(backend, lock_ttl_s=1)
+
+    async def load():
+        return window(9)
+
+    await cache.get_or_load("short", load, ttl_s=0.01)
+    assert backend.weight == 10
+    await backend.expire("v1:short", 0)
+    await backend.delete("v1:short")
+    assert backend.weight == 0
+
+
+async def test_cached_values_cannot_be_changed_by_a_caller():
+    cache = UpstreamCache(BoundedMemoryCache(max_weight=100), lock_ttl_s=1)
+
+    async def load():
+        return window(2)
+
+    value, _ = await cache.get_or_load("k", load, 60)
+    with pytest.raises((TypeError, AttributeError)):
+        value.events[0] = None  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        value.events[0].status = "Failure"  # type: ignore[misc]
+    assert (await cache.get_or_load("k", load, 60))[0] == window(2)
+
+
+async def test_concurrent_misses_in_one_process_share_one_load():
+    cache = UpstreamCache(BoundedMemoryCache(max_weight=1000), lock_ttl_s=1)
+    calls = 0
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def load():
+        nonlocal calls
+        calls += 1
+        started.set()
+        await release.wait()
+        return window(3)
+
+    waiting = [asyncio.create_task(cache.get_or_load("k", load, 60)) for _ in range(20)]
+    await started.wait()
+    release.set()
+    results = await asyncio.gather(*waiting)
+    assert calls == 1
+    assert {value for value, _ in results} == {window(3)}
+    assert sorted(hit for _, hit in results) == [False] + [True] * 19
+
+
+async def test_a_failed_load_fails_every_waiter_and_is_not_cached():
+    cache = UpstreamCache(BoundedMemoryCache(max_weight=1000), lock_ttl_s=1)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def failing():
+        started.set()
+        await release.wait()
+        raise RuntimeError("upstream down")
+
+    waiting = [asyncio.create_task(cache.get_or_load("k", failing, 60)) for _ in range(5)]
+    await started.wait()
+    release.set()
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+
+    async def working():
+        return window(1)
+
+    assert (await cache.get_or_load("k", working, 60)) == (window(1), False)
+
+
+def test_the_redis_codec_round_trips_every_value():
+    codec = ValueCodec()
+    page = DeviceListPage(
+        (
+            DeviceRecord(
+                7,
+                (DeviceIdentifier("imei", "35"), DeviceIdentifier("mdn", "5")),
+                "acct",
+                123,
+                (ExtendedAttribute("a", "b"),),
+            ),
+        ),
+        7,
+        False,
+    )
+    for value in (window(3, start=10**16), HistoryWindow((), False), page):
+        assert codec.loads(codec.dumps(value)) == value
+
+
+class PollSpy(RedisCache):
+    """A real Redis backend that tells when a waiter checks the lock."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.polled = asyncio.Event()
+
+    async def exists(self, key, namespace=None, _conn=None):
+        self.polled.set()
+        return await super().exists(key, namespace=namespace)
+
+
+async def test_redis_makes_other_replicas_wait_for_the_loading_one(redis_url):
+    # Two caches on one Redis stand for two replicas, each with its own process state.
+    first = UpstreamCache(backend_from_url(redis_url, 0), lock_ttl_s=5)
+    spy = PollSpy(serializer=ValueCodec(), namespace="provgraph", db=0)
+    second = UpstreamCache(spy, lock_ttl_s=5)
+    key = f"test:{uuid.uuid4().hex}"
+    loads = 0
+
+    async def load():
+        nonlocal loads
+        loads += 1
+        return window(4)
+
+    try:
+        # The first replica is loading: it holds the lock, its value not yet stored.
+        assert await first._try_lock(f"lock:v1:{key}", "first")
+        assert not await second._try_lock(f"lock:v1:{key}", "second")
+        waiting = asyncio.create_task(second.get_or_load(key, load, 60))
+        await spy.polled.wait()  # the second replica is waiting on the lock
+        await first.backend.set(f"v1:{key}", window(4), ttl=60)
+        await first._unlock(f"lock:v1:{key}", "first")
+
+        assert await waiting == (window(4), True)
+        assert loads == 0
+        assert await first.get_or_load(key, load, 60) == (window(4), True)
+    finally:
+        await first.backend.delete(f"v1:{key}")
+        await first.close()
+        await second.close()
+
+
+async def test_redis_lock_left_by_a_dead_replica_expires(redis_url):
+    cache = UpstreamCache(backend_from_url(redis_url, 0), lock_ttl_s=0.2)
+    key = f"test:{uuid.uuid4().hex}"
+
+    async def load():
+        return window(1)
+
+    try:
+        assert await cache._try_lock(f"lock:v1:{key}", "dead")  # never released
+        assert await cache.get_or_load(key, load, 60) == (window(1), False)
+    finally:
+        await cache.backend.delete(f"v1:{key}")
+        await cache.close()
+
+
+def test_an_unknown_cache_url_is_refused():
+    with pytest.raises(ValueError, match="CACHE_URL"):
+        backend_from_url("memcached://x", 10)

@@ -2,14 +2,12 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
-from support import require_service
+from support import Api, api_server, require_service
 
-from graph.app import create_app
-from graph.settings import SIMULATOR_MOUNT, Settings
+from graph.settings import SIMULATOR_MOUNT
 from soap.client import UwsClient
-from soap.simulator.background import listening_socket, serving
+from soap.simulator.background import serving
 from soap.simulator.fleet import Fleet
 from soap.simulator.server import Simulator
 from soap.simulator.state import Knobs
@@ -62,49 +60,6 @@ async def uws(upstream: Upstream) -> AsyncIterator[UwsClient]:
 def redis_url() -> str:
     require_service("Redis", "127.0.0.1", 6379)
     return "redis://127.0.0.1:6379/0"
-
-
-@dataclass
-class Api:
-    """The whole service on a loopback port, with its own simulator to count calls."""
-
-    base_url: str
-    simulator: Simulator
-
-    def calls(self, operation: str = "GetDeviceProvisioningHistory") -> int:
-        return self.simulator.state.calls[operation]
-
-    async def query(
-        self,
-        document: str,
-        variables: dict | None = None,
-        headers: dict | None = None,
-        *,
-        expect_errors: bool = False,
-    ) -> dict:
-        async with httpx.AsyncClient(timeout=60) as http:
-            response = await http.post(
-                f"{self.base_url}/graphql",
-                json={"query": document, "variables": variables or {}},
-                headers=headers,
-            )
-        body = response.json()
-        if not expect_errors:
-            assert "errors" not in body, body["errors"]
-        return body
-
-
-def api_server(tmp_path: Path, **overrides: object) -> Iterator[Api]:
-    simulator = Simulator(Fleet())
-    sock = listening_socket()
-    settings = Settings(
-        _env_file=None,
-        port=sock.getsockname()[1],
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/provgraph.db",
-        **overrides,
-    )
-    with serving(create_app(settings, simulator), sock) as base:
-        yield Api(base, simulator)
 
 
 @pytest.fixture

@@ -3,10 +3,19 @@
 import os
 import socket
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from math import ceil
 from pathlib import Path
 
+import httpx
 import pytest
+
+from graph.app import create_app
+from graph.settings import Settings
+from soap.simulator.background import listening_socket, serving
+from soap.simulator.fleet import Fleet
+from soap.simulator.server import Simulator
 
 
 def require_service(name: str, host: str, port: int) -> None:
@@ -35,3 +44,46 @@ def lossless_floor(instants: list[int]) -> int:
         return 1
     m = max(Counter(instants).values())
     return 1 + ceil((n - 500) / (500 - m))
+
+
+@dataclass
+class Api:
+    """The whole service on a loopback port, with its own simulator to count calls."""
+
+    base_url: str
+    simulator: Simulator
+
+    def calls(self, operation: str = "GetDeviceProvisioningHistory") -> int:
+        return self.simulator.state.calls[operation]
+
+    async def query(
+        self,
+        document: str,
+        variables: dict | None = None,
+        headers: dict | None = None,
+        *,
+        expect_errors: bool = False,
+    ) -> dict:
+        async with httpx.AsyncClient(timeout=60) as http:
+            response = await http.post(
+                f"{self.base_url}/graphql",
+                json={"query": document, "variables": variables or {}},
+                headers=headers,
+            )
+        body = response.json()
+        if not expect_errors:
+            assert "errors" not in body, body["errors"]
+        return body
+
+
+def api_server(tmp_path: Path, **overrides: object) -> Iterator[Api]:
+    simulator = Simulator(Fleet())
+    sock = listening_socket()
+    settings = Settings(
+        _env_file=None,
+        port=sock.getsockname()[1],
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/provgraph.db",
+        **overrides,
+    )
+    with serving(create_app(settings, simulator), sock) as base:
+        yield Api(base, simulator)

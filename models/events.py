@@ -6,8 +6,6 @@ cheap to build, which matters when 500 of them are made from every upstream repl
 
 from typing import NamedTuple
 
-from models.instants import format_instant
-
 
 class ExtendedAttribute(NamedTuple):
     key: str
@@ -24,10 +22,6 @@ class ProvisioningEvent(NamedTuple):
     mdn: str | None
     msisdn: str | None
     extended_attributes: tuple[ExtendedAttribute, ...]
-
-    @property
-    def occurred_at_text(self) -> str:
-        return format_instant(self.occurred_at)
 
 
 class HistoryWindow(NamedTuple):

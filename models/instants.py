@@ -91,11 +91,6 @@ def format_api_instant(ticks: int) -> str:
     return f"{text}.{fraction // TICKS_PER_MILLISECOND:03d}Z"
 
 
-def to_datetime(ticks: int) -> datetime:
-    """Ticks as an aware UTC datetime; the seventh digit is dropped (datetime keeps six)."""
-    return _EPOCH + timedelta(microseconds=ticks // TICKS_PER_MICROSECOND)
-
-
 def from_datetime(moment: datetime) -> int:
     """An aware datetime as ticks; a naive one is taken as UTC."""
     if moment.tzinfo is None:

@@ -10,7 +10,6 @@ DEVICE_PATH = "DeviceService.svc"
 SESSION_PATH = "SessionService.svc"
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
-XSI = "http://www.w3.org/2001/XMLSchema-instance"
 V2 = "http://nphase.com/unifiedwebservice/v2"
 _CONTRACT = "http://schemas.datacontract.org/2004/07/NPhase.UnifiedWebService.APIs.v2.Contract"
 COMMON = f"{_CONTRACT}.Common"

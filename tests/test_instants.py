@@ -1,15 +1,17 @@
 """Instants keep the upstream's seven fractional digits both ways."""
 
+from datetime import UTC, datetime
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from models.instants import (
     InvalidInstant,
+    format_api_instant,
     format_instant,
     from_datetime,
     parse_instant,
-    to_datetime,
 )
 
 YEAR_1900 = parse_instant("1900-01-01")
@@ -47,7 +49,17 @@ def test_other_text_is_rejected(text):
         parse_instant(text)
 
 
-def test_datetimes_convert_at_microsecond_precision():
-    ticks = parse_instant("2017-01-02T12:00:48.1234567Z")
-    assert to_datetime(ticks).isoformat() == "2017-01-02T12:00:48.123456+00:00"
-    assert from_datetime(to_datetime(ticks)) == ticks - 7
+def test_datetimes_convert_to_ticks():
+    moment = datetime(2017, 1, 2, 12, 0, 48, 123456, tzinfo=UTC)
+    assert from_datetime(moment) == parse_instant("2017-01-02T12:00:48.123456Z")
+    assert from_datetime(moment.replace(tzinfo=None)) == from_datetime(moment)
+
+
+def test_the_api_form_has_milliseconds_or_all_seven_digits():
+    assert format_api_instant(parse_instant("2017-01-02T12:00:48.21Z")) == (
+        "2017-01-02T12:00:48.210Z"
+    )
+    assert format_api_instant(parse_instant("2017-01-02T12:00:48Z")) == ("2017-01-02T12:00:48.000Z")
+    assert format_api_instant(parse_instant("2017-01-02T12:00:48.1234567Z")) == (
+        "2017-01-02T12:00:48.1234567Z"
+    )

@@ -6,7 +6,6 @@ order of magnitude slower than lxml's. Every failure surfaces as a ``soap.errors
 """
 
 import asyncio
-import logging
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -35,8 +34,6 @@ from soap.contract import (
     V2,
 )
 from soap.errors import UpstreamError, UpstreamFault, UpstreamTimeout, UpstreamUnavailable
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _TOKEN = f"{{{V2}}}token"

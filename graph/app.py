@@ -3,8 +3,8 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
-from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -16,7 +16,10 @@ from graph.schema import schema
 from graph.settings import SIMULATOR_MOUNT, Settings
 from resolvers.cache import UpstreamCache, backend_from_url
 from resolvers.cursors import CursorCodec
+from resolvers.database import create_engine, migrate, sessions
+from resolvers.events import EventHub, broker_from_url
 from resolvers.health import readiness
+from resolvers.recipes import RecipeStore
 from resolvers.upstream import CachePolicy, Upstream
 from soap.client import UwsClient
 from soap.errors import UpstreamError
@@ -57,7 +60,18 @@ def create_app(settings: Settings | None = None, simulator: Simulator | None = N
         uws = await UwsClient.open(
             settings.upstream_url, timeout_s=settings.uws_timeout_s, **credentials
         )
-        engine = create_async_engine(settings.database_url)
+        engine = create_engine(settings.database_url)
+        if engine.dialect.name == "sqlite":
+            await migrate(engine)  # the embedded default sets itself up
+        recipes = RecipeStore(sessions(engine))
+        hub = EventHub(
+            recipes,
+            broker_from_url(settings.broker_url),
+            queue_size=settings.subscriber_queue_size,
+            poll_s=settings.events_poll_s,
+            retention=timedelta(seconds=settings.outbox_retention_s),
+        )
+        await hub.start()
         cache = UpstreamCache(
             backend_from_url(settings.cache_url, settings.cache_max_events),
             lock_ttl_s=settings.uws_timeout_s + 1,
@@ -74,10 +88,13 @@ def create_app(settings: Settings | None = None, simulator: Simulator | None = N
             upstream=Upstream(uws, cache, policy),
             engine=engine,
             cursors=CursorCodec(settings.cursor_secret.get_secret_value()),
+            recipes=recipes,
+            hub=hub,
         )
         try:
             yield
         finally:
+            await hub.stop()
             await cache.close()
             try:
                 await uws.log_out()
@@ -86,11 +103,12 @@ def create_app(settings: Settings | None = None, simulator: Simulator | None = N
             await uws.aclose()
             await engine.dispose()
 
+    graphql = GraphQLApp(schema, keep_alive=True, keep_alive_interval=15)
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/graphql", GraphQLApp(schema), methods=["GET", "POST"]),
-        WebSocketRoute("/graphql", GraphQLApp(schema)),
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
     ]
     if settings.uses_simulator:
         routes.append(Mount(SIMULATOR_MOUNT, app=(simulator or Simulator()).app))

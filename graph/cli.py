@@ -1,5 +1,5 @@
-"""The ``provgraph`` command: ``serve`` the API, ``simulate`` the upstream alone, print the
-``schema``."""
+"""The ``provgraph`` command: ``serve`` the API, ``simulate`` the upstream alone,
+``migrate`` the database, print the ``schema``."""
 
 import argparse
 import logging
@@ -42,6 +42,22 @@ def _simulate(args: argparse.Namespace) -> None:
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
+def _migrate(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from resolvers.database import create_engine, migrate
+
+    async def run() -> None:
+        engine = create_engine(Settings().database_url)
+        try:
+            await migrate(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    print("database is at the newest schema")
+
+
 def _schema(args: argparse.Namespace) -> None:
     from graph.schema import schema
 
@@ -61,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     simulate.add_argument("--seed", type=int, default=2017, help="fleet seed")
     simulate.add_argument("--latency-ms", type=float, default=0.0, help="added to every call")
     simulate.set_defaults(run=_simulate)
+    migrate = commands.add_parser("migrate", help="bring DATABASE_URL to the newest schema")
+    migrate.set_defaults(run=_migrate)
     export = commands.add_parser("schema", help="print the GraphQL schema (SDL)")
     export.set_defaults(run=_schema)
     args = parser.parse_args(argv)

@@ -11,6 +11,8 @@ from models.devices import DeviceIdentifier
 from models.principal import LOCAL_DEVELOPER, Principal
 from resolvers.cursors import CursorCodec
 from resolvers.devices import Device, find_devices
+from resolvers.events import EventHub
+from resolvers.recipes import RecipeStore
 from resolvers.upstream import Cost, Upstream
 from soap.client import UwsClient
 
@@ -24,6 +26,8 @@ class Services:
     upstream: Upstream
     engine: AsyncEngine
     cursors: CursorCodec
+    recipes: RecipeStore
+    hub: EventHub
 
 
 @dataclass

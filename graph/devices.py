@@ -2,6 +2,7 @@
 
 import re
 from enum import Enum
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
@@ -13,6 +14,10 @@ from graph.scalars import DateTime
 from models.devices import DeviceIdentifier as IdentifierRecord
 from resolvers.devices import Device as DeviceRecord
 from resolvers.devices import DeviceListPosition, ListedDevice, list_devices
+from resolvers.recipes import RecipeFilter
+
+if TYPE_CHECKING:
+    from graph.recipes import ProvisioningRecipeConnection
 
 _IDENTIFIER = re.compile(r"[0-9A-Za-z]{1,64}")
 DEVICES_CURSOR = "d"
@@ -112,6 +117,15 @@ class Device(Node):
             last,
             before,
         )
+
+    @strawberry.field(description="Recipes linked to this device, oldest first.")
+    async def provisioning_recipes(
+        self, info: strawberry.Info, first: int | None = None, after: str | None = None
+    ) -> Annotated["ProvisioningRecipeConnection", strawberry.lazy("graph.recipes")]:
+        from graph.recipes import recipe_connection
+
+        where = RecipeFilter(device=self.record.identifier)
+        return await recipe_connection(info, where, first, after, None, None)
 
 
 @strawberry.type

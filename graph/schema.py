@@ -7,6 +7,7 @@ from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
 from graph import devices as device_fields
+from graph import recipes
 from graph.errors import ResponseExtensions
 from graph.relay import Node, parse_global_id
 from graph.scalars import SCALARS
@@ -18,6 +19,8 @@ async def node(info: strawberry.Info, id: strawberry.ID) -> Node | None:
     if type_name == "Device" and len(parts) == 2 and parts[0] in IDENTIFIER_KINDS:
         kind = device_fields.DeviceIdentifierKind(parts[0])
         return await device_fields.device(info, kind, parts[1])
+    if type_name == "ProvisioningRecipe" and len(parts) == 1:
+        return await recipes.provisioning_recipe(info, parts[0])
     return None
 
 
@@ -35,11 +38,48 @@ class Query:
         description="The account's devices in the upstream's order (GetDeviceList, 2,000 a "
         "call); 50 a page unless first (at most 500) says otherwise.",
     )
+    provisioning_recipe: recipes.ProvisioningRecipe | None = strawberry.field(
+        resolver=recipes.provisioning_recipe
+    )
+    provisioning_recipes: recipes.ProvisioningRecipeConnection = strawberry.field(
+        resolver=recipes.provisioning_recipes,
+        description="Recipes in creation order (keyset pages, stable under inserts).",
+    )
+
+
+@strawberry.type
+class Mutation:
+    create_provisioning_recipe: recipes.CreateProvisioningRecipePayload = strawberry.mutation(
+        resolver=recipes.create_provisioning_recipe
+    )
+    update_provisioning_recipe_status: recipes.UpdateProvisioningRecipeStatusPayload = (
+        strawberry.mutation(
+            resolver=recipes.update_provisioning_recipe_status,
+            description="Pending -> Applied | Failed | Invalid; Failed -> Pending (a retry). "
+            "Applied and Invalid are final.",
+        )
+    )
+
+
+@strawberry.type
+class Subscription:
+    provisioning_recipe_created: recipes.DeviceProvisioningRecipeCreated = strawberry.subscription(
+        resolver=recipes.provisioning_recipe_created,
+        description="Live recipe creations, optionally for one organization. With "
+        "`after` (an event id) the stream first replays every later event it still "
+        "keeps, then goes live, so a client that reconnects misses nothing.",
+    )
+    provisioning_recipe_events: recipes.ProvisioningRecipeEvent = strawberry.subscription(
+        resolver=recipes.provisioning_recipe_events,
+        description="Creations and status changes together, in the order they happened.",
+    )
 
 
 schema = strawberry.Schema(
     query=Query,
-    types=[device_fields.Device, device_fields.DeviceIdentifierInput],
+    mutation=Mutation,
+    subscription=Subscription,
+    types=[device_fields.Device, device_fields.DeviceIdentifierInput, recipes.ProvisioningRecipe],
     # Frontends send the same few documents again and again: parse and validate each once
     # (both caches live at module level; factories, not instances, per request).
     extensions=[

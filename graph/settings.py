@@ -54,6 +54,22 @@ class Settings(BaseSettings):
         default=SecretStr("provisioning-graph-development-cursor-secret"),
         description="Signs cursors. Set the same value on every replica in production.",
     )
+    outbox_retention_s: float = Field(
+        default=7 * 86_400.0,
+        gt=0,
+        description="How long emitted events are kept for replay (subscriptions' after).",
+    )
+    subscriber_queue_size: int = Field(
+        default=1000,
+        ge=1,
+        description="Events one subscriber may fall behind before it is dropped.",
+    )
+    events_poll_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often each replica also reads the outbox unprompted, so that a "
+        "broker outage delays events but never loses them.",
+    )
     host: str = Field(default="127.0.0.1", description="Address to bind.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port to bind.")
     log_level: str = Field(default="info", description="Python log level name.")

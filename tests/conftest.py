@@ -66,3 +66,39 @@ def redis_url() -> str:
 def api(tmp_path: Path) -> Iterator[Api]:
     """A fresh service per test: cold cache, zero call counts."""
     yield from api_server(tmp_path)
+
+
+POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+async def _fresh_postgres() -> None:
+    from sqlalchemy import text
+
+    from resolvers.database import create_engine, migrate
+
+    engine = create_engine(POSTGRES_URL)
+    try:
+        await migrate(engine)
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("TRUNCATE provisioning_recipes, outbox_events RESTART IDENTITY")
+            )
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    return POSTGRES_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def recipe_api(request, tmp_path: Path) -> AsyncIterator[Api]:
+    """The service on SQLite (its default) and on PostgreSQL, each starting empty."""
+    overrides = {}
+    if request.param == "postgresql":
+        overrides["database_url"] = request.getfixturevalue("postgres_url")
+        await _fresh_postgres()
+    for api in api_server(tmp_path, **overrides):
+        yield api

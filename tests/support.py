@@ -2,8 +2,11 @@
 
 import os
 import socket
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from math import ceil
 from pathlib import Path
@@ -79,11 +82,39 @@ class Api:
 def api_server(tmp_path: Path, **overrides: object) -> Iterator[Api]:
     simulator = Simulator(Fleet())
     sock = listening_socket()
-    settings = Settings(
-        _env_file=None,
-        port=sock.getsockname()[1],
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/provgraph.db",
-        **overrides,
-    )
+    overrides = {"database_url": f"sqlite+aiosqlite:///{tmp_path}/provgraph.db", **overrides}
+    settings = Settings(_env_file=None, port=sock.getsockname()[1], **overrides)
     with serving(create_app(settings, simulator), sock) as base:
         yield Api(base, simulator)
+
+
+@contextmanager
+def server_process(**environment: str) -> Iterator[str]:
+    """The service in a process of its own (uvicorn on a socket bound here); yields its URL.
+
+    The socket listens before the process starts, so requests queue until it serves them.
+    """
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    env = {**os.environ, "PORT": str(port), **environment}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "graph.app:create_app",
+            "--fd",
+            str(sock.fileno()),
+            "--log-level",
+            "warning",
+        ],
+        pass_fds=[sock.fileno()],
+        env=env,
+    )
+    sock.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

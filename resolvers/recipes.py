@@ -1,0 +1,466 @@
+"""Provisioning recipes: validation, storage with their outbox events, keyset pages.
+
+Status transitions: Pending -> Applied | Failed | Invalid, and Failed -> Pending (a
+retry). Applied and Invalid are final.
+"""
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models import recipe_events
+from models.devices import DeviceIdentifier
+from models.principal import Principal
+from models.recipes import OutboxEvent, ProvisioningRecipe
+
+TRANSITIONS = {
+    "Pending": {"Applied", "Failed", "Invalid"},
+    "Failed": {"Pending"},
+    "Applied": set(),
+    "Invalid": set(),
+}
+MAX_TAGS = 50
+MAX_TEXT = {"brand": 128, "model": 128, "serialNumber": 128, "deviceName": 256}
+MAX_MESSAGE = 1024
+MAX_IDEMPOTENCY_KEY = 128
+_UID = re.compile(r"[0-9a-fA-F]{32}")
+_MAC = re.compile(r"([0-9A-Fa-f]{2})[:-]?" * 5 + r"([0-9A-Fa-f]{2})")
+_OUTBOX_LOCK = 7_216_011  # pg_advisory_xact_lock key: outbox rows commit in seq order
+
+
+@dataclass(frozen=True)
+class UserError:
+    field: list[str]
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class NewRecipe:
+    organization_uid: str
+    brand: str
+    owner_ownership_type: str = "organization"
+    owner_organization_uid: str | None = None
+    owner_parent_company_uid: str | None = None
+    confirmed_ownership: bool | None = None
+    serial_number: str | None = None
+    mac_address: str | None = None
+    model: str | None = None
+    tag_uids: list[str] | None = None
+    device_name: str | None = None
+    policy_uid: str | None = None
+    location_uid: str | None = None
+    device: DeviceIdentifier | None = None
+    idempotency_key: str | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class RecipeFilter:
+    organization_uid: str | None = None
+    statuses: Sequence[str] | None = None
+    serial_number: str | None = None
+    mac_address: str | None = None
+    device: DeviceIdentifier | None = None
+
+
+@dataclass
+class Outcome:
+    """A recipe and the event its change emitted; or what was wrong with the input."""
+
+    recipe: ProvisioningRecipe | None = None
+    event: dict[str, Any] | None = None
+    errors: list[UserError] = field(default_factory=list)
+    seq: int | None = None
+
+
+def canonical_mac(value: str) -> str | None:
+    """Six hex pairs, with ':' or '-' or nothing between, as 'AA:BB:CC:DD:EE:FF'."""
+    match = _MAC.fullmatch(value.strip())
+    return ":".join(match.groups()).upper() if match else None
+
+
+def _check_uid(errors: list[UserError], path: list[str], value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not _UID.fullmatch(value):
+        errors.append(UserError(path, "INVALID_UID", "Must be 32 hexadecimal characters."))
+        return None
+    return value.lower()
+
+
+def _check_text(
+    errors: list[UserError], name: str, value: str | None, *, required: bool = False
+) -> str | None:
+    if value is not None:
+        value = value.strip()
+    if not value:
+        if required:
+            errors.append(UserError(["input", name], "REQUIRED", f"{name} is required."))
+        return None
+    if len(value) > MAX_TEXT[name]:
+        errors.append(
+            UserError(["input", name], "TOO_LONG", f"At most {MAX_TEXT[name]} characters.")
+        )
+    return value
+
+
+def validate(new: NewRecipe) -> tuple[NewRecipe, list[UserError]]:
+    """The input in canonical form, and everything wrong with it."""
+    errors: list[UserError] = []
+    organization = None
+    if not new.organization_uid or not new.organization_uid.strip():
+        errors.append(
+            UserError(["input", "organizationUid"], "REQUIRED", "organizationUid is required.")
+        )
+    else:
+        organization = _check_uid(errors, ["input", "organizationUid"], new.organization_uid)
+    brand = _check_text(errors, "brand", new.brand, required=True)
+    mac = None
+    if new.mac_address is not None:
+        mac = canonical_mac(new.mac_address)
+        if mac is None:
+            errors.append(
+                UserError(
+                    ["input", "macAddress"],
+                    "INVALID_MAC_ADDRESS",
+                    "Must be six pairs of hex digits, e.g. 29:9F:66:C8:00:1A.",
+                )
+            )
+    tags = None
+    if new.tag_uids is not None:
+        if len(new.tag_uids) > MAX_TAGS:
+            errors.append(UserError(["input", "tagUids"], "TOO_MANY", f"At most {MAX_TAGS} tags."))
+        tags = [
+            _check_uid(errors, ["input", "tagUids", str(i)], tag)
+            for i, tag in enumerate(new.tag_uids)
+        ]
+        tags = list(dict.fromkeys(t for t in tags if t))
+    if new.idempotency_key is not None and not 0 < len(new.idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+        errors.append(
+            UserError(
+                ["input", "idempotencyKey"], "INVALID", f"1 to {MAX_IDEMPOTENCY_KEY} characters."
+            )
+        )
+    canonical = NewRecipe(
+        organization_uid=organization or "",
+        brand=brand or "",
+        owner_ownership_type=new.owner_ownership_type,
+        owner_organization_uid=_check_uid(
+            errors, ["input", "owner", "organizationUid"], new.owner_organization_uid
+        ),
+        owner_parent_company_uid=_check_uid(
+            errors, ["input", "owner", "parentCompanyUid"], new.owner_parent_company_uid
+        ),
+        confirmed_ownership=new.confirmed_ownership,
+        serial_number=_check_text(errors, "serialNumber", new.serial_number),
+        mac_address=mac,
+        model=_check_text(errors, "model", new.model),
+        tag_uids=tags,
+        device_name=_check_text(errors, "deviceName", new.device_name),
+        policy_uid=_check_uid(errors, ["input", "policyUid"], new.policy_uid),
+        location_uid=_check_uid(errors, ["input", "locationUid"], new.location_uid),
+        device=new.device,
+        idempotency_key=new.idempotency_key,
+    )
+    return canonical, errors
+
+
+def _digest(new: NewRecipe) -> str:
+    data = asdict(new)
+    data.pop("idempotency_key")
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RecipeStore:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def _emit(
+        self, session: AsyncSession, recipe: ProvisioningRecipe, build: Callable[..., Any]
+    ) -> OutboxEvent:
+        """Writes the recipe's event to the outbox, in the recipe's own transaction."""
+        if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+            # Sequence numbers must follow commit order, or a reader could pass a number
+            # whose transaction has not committed yet: one writer at a time.
+            await session.exec(text(f"SELECT pg_advisory_xact_lock({_OUTBOX_LOCK})"))  # type: ignore[call-overload]
+        row = OutboxEvent(
+            event_id="",
+            type="",
+            organization_uid=recipe.organization_uid,
+            recipe_uid=recipe.uid,
+            document={},
+            created_at=_now(),
+        )
+        session.add(row)
+        await session.flush()
+        assert row.seq is not None
+        row.document = build(recipe, row.seq)
+        row.event_id = row.document["id"]
+        row.type = row.document["type"]
+        session.add(row)
+        return row
+
+    async def create(
+        self,
+        new: NewRecipe,
+        principal: Principal,
+        device_exists: Callable[[DeviceIdentifier], Awaitable[bool]],
+    ) -> Outcome:
+        new, errors = validate(new)
+        if new.organization_uid and not _may_see(principal, new.organization_uid):
+            errors.append(
+                UserError(
+                    ["input", "organizationUid"],
+                    "FORBIDDEN",
+                    "You may not create recipes for this organization.",
+                )
+            )
+        if errors:
+            return Outcome(errors=errors)
+        digest = _digest(new)
+        if new.idempotency_key is not None:
+            earlier = await self._by_idempotency_key(new.idempotency_key)
+            if earlier is not None:
+                return await self._replay(earlier, digest)
+        if new.device is not None and not await device_exists(new.device):
+            return Outcome(
+                errors=[
+                    UserError(
+                        ["input", "device"],
+                        "DEVICE_NOT_FOUND",
+                        "The upstream does not know this device.",
+                    )
+                ]
+            )
+        now = _now()
+        recipe = ProvisioningRecipe(
+            uid=uuid.uuid4().hex,
+            organization_uid=new.organization_uid,
+            owner_ownership_type=new.owner_ownership_type,
+            owner_organization_uid=new.owner_organization_uid,
+            owner_parent_company_uid=new.owner_parent_company_uid,
+            status="Pending",
+            confirmed_ownership=new.confirmed_ownership,
+            serial_number=new.serial_number,
+            mac_address=new.mac_address,
+            model=new.model,
+            brand=new.brand,
+            tag_uids=new.tag_uids,
+            device_name=new.device_name,
+            policy_uid=new.policy_uid,
+            location_uid=new.location_uid,
+            originator_account_id=principal.account_id,
+            originator_organization_uid=next(iter(sorted(principal.organizations)), None),
+            device_kind=new.device.kind if new.device else None,
+            device_identifier=new.device.identifier if new.device else None,
+            idempotency_key=new.idempotency_key,
+            idempotency_digest=digest if new.idempotency_key else None,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with self._sessions() as session, session.begin():
+                session.add(recipe)
+                await session.flush()
+                row = await self._emit(session, recipe, recipe_events.created)
+        except IntegrityError:
+            # A concurrent request with the same idempotency key won the race.
+            earlier = await self._by_idempotency_key(new.idempotency_key or "")
+            if earlier is None:
+                raise
+            return await self._replay(earlier, digest)
+        return Outcome(recipe, row.document, seq=row.seq)
+
+    async def _by_idempotency_key(self, key: str) -> ProvisioningRecipe | None:
+        async with self._sessions() as session:
+            found = await session.exec(
+                select(ProvisioningRecipe).where(ProvisioningRecipe.idempotency_key == key)
+            )
+            return found.first()
+
+    async def _replay(self, earlier: ProvisioningRecipe, digest: str) -> Outcome:
+        if earlier.idempotency_digest != digest:
+            return Outcome(
+                errors=[
+                    UserError(
+                        ["input", "idempotencyKey"],
+                        "IDEMPOTENCY_KEY_REUSED",
+                        "This idempotency key was used with a different input.",
+                    )
+                ]
+            )
+        async with self._sessions() as session:
+            found = await session.exec(
+                select(OutboxEvent).where(
+                    OutboxEvent.recipe_uid == earlier.uid, OutboxEvent.type == recipe_events.CREATED
+                )
+            )
+            row = found.first()
+        return Outcome(earlier, row.document if row else None)
+
+    async def update_status(
+        self,
+        uid: str,
+        status: str,
+        principal: Principal,
+        error_message: str | None = None,
+        warning_message: str | None = None,
+    ) -> Outcome:
+        errors = []
+        for name, value in (("errorMessage", error_message), ("warningMessage", warning_message)):
+            if value is not None and len(value) > MAX_MESSAGE:
+                errors.append(
+                    UserError(["input", name], "TOO_LONG", f"At most {MAX_MESSAGE} characters.")
+                )
+        if not _UID.fullmatch(uid):
+            errors.append(
+                UserError(["input", "uid"], "INVALID_UID", "Must be 32 hexadecimal characters.")
+            )
+        if errors:
+            return Outcome(errors=errors)
+        async with self._sessions() as session, session.begin():
+            found = await session.exec(
+                select(ProvisioningRecipe)
+                .where(ProvisioningRecipe.uid == uid.lower())
+                .with_for_update()
+            )
+            recipe = found.first()
+            if recipe is None or not _may_see(principal, recipe.organization_uid):
+                return Outcome(
+                    errors=[UserError(["input", "uid"], "NOT_FOUND", "No recipe has this uid.")]
+                )
+            if status not in TRANSITIONS[recipe.status]:
+                allowed = ", ".join(sorted(TRANSITIONS[recipe.status])) or "none (final)"
+                return Outcome(
+                    errors=[
+                        UserError(
+                            ["input", "status"],
+                            "INVALID_TRANSITION",
+                            f"A {recipe.status} recipe cannot become {status}; allowed: {allowed}.",
+                        )
+                    ]
+                )
+            recipe.status = status
+            recipe.error_message = error_message
+            recipe.warning_message = warning_message
+            recipe.updated_at = _now()
+            session.add(recipe)
+            await session.flush()
+            row = await self._emit(session, recipe, recipe_events.status_updated)
+        return Outcome(recipe, row.document, seq=row.seq)
+
+    async def get(self, uid: str, principal: Principal) -> ProvisioningRecipe | None:
+        if not _UID.fullmatch(uid):
+            return None
+        async with self._sessions() as session:
+            found = await session.exec(
+                select(ProvisioningRecipe).where(ProvisioningRecipe.uid == uid.lower())
+            )
+            recipe = found.first()
+        return recipe if recipe and _may_see(principal, recipe.organization_uid) else None
+
+    def _filtered(self, query: Any, where: RecipeFilter, principal: Principal) -> Any:
+        if where.organization_uid is not None:
+            query = query.where(ProvisioningRecipe.organization_uid == where.organization_uid)
+        if not principal.all_organizations:
+            query = query.where(
+                col(ProvisioningRecipe.organization_uid).in_(principal.organizations)
+            )
+        if where.statuses:
+            query = query.where(col(ProvisioningRecipe.status).in_(where.statuses))
+        if where.serial_number is not None:
+            query = query.where(ProvisioningRecipe.serial_number == where.serial_number)
+        if where.mac_address is not None:
+            query = query.where(ProvisioningRecipe.mac_address == where.mac_address)
+        if where.device is not None:
+            query = query.where(
+                ProvisioningRecipe.device_kind == where.device.kind,
+                ProvisioningRecipe.device_identifier == where.device.identifier,
+            )
+        return query
+
+    async def page(
+        self,
+        where: RecipeFilter,
+        principal: Principal,
+        size: int,
+        after: int | None,
+        before: int | None,
+        backwards: bool,
+    ) -> tuple[list[ProvisioningRecipe], bool]:
+        """A keyset page by insertion order, and whether more lie beyond it."""
+        query = self._filtered(select(ProvisioningRecipe), where, principal)
+        if after is not None:
+            query = query.where(col(ProvisioningRecipe.id) > after)
+        if before is not None:
+            query = query.where(col(ProvisioningRecipe.id) < before)
+        order = col(ProvisioningRecipe.id)
+        query = query.order_by(order.desc() if backwards else order).limit(size + 1)
+        async with self._sessions() as session:
+            rows = list((await session.exec(query)).all())
+        more = len(rows) > size
+        rows = rows[:size]
+        return (rows[::-1] if backwards else rows), more
+
+    async def count(self, where: RecipeFilter, principal: Principal) -> int:
+        query = self._filtered(
+            select(func.count()).select_from(ProvisioningRecipe), where, principal
+        )
+        async with self._sessions() as session:
+            return (await session.exec(query)).one()
+
+    async def events_after(
+        self, seq: int, until: int | None = None, limit: int = 500
+    ) -> list[OutboxEvent]:
+        """Outbox events after ``seq`` (up to ``until``), oldest first."""
+        query = select(OutboxEvent).where(col(OutboxEvent.seq) > seq)
+        if until is not None:
+            query = query.where(col(OutboxEvent.seq) <= until)
+        async with self._sessions() as session:
+            return list(
+                (await session.exec(query.order_by(col(OutboxEvent.seq)).limit(limit))).all()
+            )
+
+    async def last_seq(self) -> int:
+        async with self._sessions() as session:
+            return (await session.exec(select(func.max(OutboxEvent.seq)))).one() or 0
+
+    async def unpublished(self) -> list[OutboxEvent]:
+        async with self._sessions() as session:
+            query = select(OutboxEvent).where(OutboxEvent.published == False)  # noqa: E712
+            return list((await session.exec(query.order_by(col(OutboxEvent.seq)))).all())
+
+    async def mark_published(self, up_to: int) -> None:
+        async with self._sessions() as session, session.begin():
+            await session.exec(  # type: ignore[call-overload]
+                OutboxEvent.__table__.update()  # type: ignore[attr-defined]
+                .where(OutboxEvent.__table__.c.seq <= up_to)  # type: ignore[attr-defined]
+                .values(published=True)
+            )
+
+    async def prune(self, older_than: datetime) -> None:
+        async with self._sessions() as session, session.begin():
+            await session.exec(  # type: ignore[call-overload]
+                OutboxEvent.__table__.delete().where(  # type: ignore[attr-defined]
+                    OutboxEvent.__table__.c.created_at < older_than
+                )  # type: ignore[attr-defined]
+            )
+
+
+def _may_see(principal: Principal, organization_uid: str) -> bool:
+    return principal.all_organizations or organization_uid in principal.organizations

@@ -1,5 +1,6 @@
 """The database: engine, sessions, and schema migrations (Alembic)."""
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -9,6 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 MIGRATIONS = Path(__file__).parent.parent / "models" / "migrations"
+# Alembic keeps the running migration in module globals: two apps of one process (tests
+# run replicas side by side) must not migrate at the same moment.
+_MIGRATING = threading.Lock()
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -36,7 +40,8 @@ async def migrate(engine: AsyncEngine) -> None:
     def upgrade(connection: Connection) -> None:
         config = alembic_config(str(engine.url.render_as_string(hide_password=False)))
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        with _MIGRATING:
+            command.upgrade(config, "head")
 
     async with engine.begin() as connection:
         await connection.run_sync(upgrade)

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import Api, api_server, require_service
+from support import POSTGRES_URL, Api, api_server, fresh_postgres, require_service
 
 from graph.settings import SIMULATOR_MOUNT
 from soap.client import UwsClient
@@ -68,25 +68,6 @@ def api(tmp_path: Path) -> Iterator[Api]:
     yield from api_server(tmp_path)
 
 
-POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-
-
-async def _fresh_postgres() -> None:
-    from sqlalchemy import text
-
-    from resolvers.database import create_engine, migrate
-
-    engine = create_engine(POSTGRES_URL)
-    try:
-        await migrate(engine)
-        async with engine.begin() as connection:
-            await connection.execute(
-                text("TRUNCATE provisioning_recipes, outbox_events RESTART IDENTITY")
-            )
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture
 def postgres_url() -> str:
     require_service("PostgreSQL", "127.0.0.1", 5432)
@@ -99,6 +80,6 @@ async def recipe_api(request, tmp_path: Path) -> AsyncIterator[Api]:
     overrides = {}
     if request.param == "postgresql":
         overrides["database_url"] = request.getfixturevalue("postgres_url")
-        await _fresh_postgres()
+        await fresh_postgres()
     for api in api_server(tmp_path, **overrides):
         yield api

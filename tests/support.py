@@ -2,11 +2,8 @@
 
 import os
 import socket
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from math import ceil
 from pathlib import Path
@@ -16,7 +13,7 @@ import pytest
 
 from graph.app import create_app
 from graph.settings import Settings
-from soap.simulator.background import listening_socket, serving
+from soap.simulator.background import listening_socket, serving, serving_process
 from soap.simulator.fleet import Fleet
 from soap.simulator.server import Simulator
 
@@ -88,33 +85,26 @@ def api_server(tmp_path: Path, **overrides: object) -> Iterator[Api]:
         yield Api(base, simulator)
 
 
-@contextmanager
-def server_process(**environment: str) -> Iterator[str]:
-    """The service in a process of its own (uvicorn on a socket bound here); yields its URL.
+def server_process(**environment: str):
+    """The service in a process of its own; yields its URL."""
+    return serving_process("graph.app:create_app", environment)
 
-    The socket listens before the process starts, so requests queue until it serves them.
-    """
-    sock = listening_socket()
-    port = sock.getsockname()[1]
-    env = {**os.environ, "PORT": str(port), **environment}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "graph.app:create_app",
-            "--fd",
-            str(sock.fileno()),
-            "--log-level",
-            "warning",
-        ],
-        pass_fds=[sock.fileno()],
-        env=env,
-    )
-    sock.close()
+
+POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+async def fresh_postgres() -> None:
+    """The PostgreSQL test database at the newest schema, with no recipes or events."""
+    from sqlalchemy import text
+
+    from resolvers.database import create_engine, migrate
+
+    engine = create_engine(POSTGRES_URL)
     try:
-        yield f"http://127.0.0.1:{port}"
+        await migrate(engine)
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("TRUNCATE provisioning_recipes, outbox_events RESTART IDENTITY")
+            )
     finally:
-        process.terminate()
-        process.wait(timeout=20)
+        await engine.dispose()

@@ -1,14 +1,16 @@
 """Live recipe events over WebSocket, with real clients: replay, filters, replicas, outages."""
 
 import asyncio
+import json
 import subprocess
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
+import websockets
 from gql import Client, GraphQLRequest, gql
 from gql.transport.websockets import WebsocketsTransport
-from support import Api, api_server, document, server_process
+from support import Api, api_server, document, fresh_postgres, server_process
 from test_recipes_api import OTHER_ORG, assert_seed_shape, create
 
 from models.principal import LOCAL_DEVELOPER
@@ -166,16 +168,14 @@ def redis_server():
 def replicas(tmp_path: Path, postgres_url: str):
     """Two replicas on one PostgreSQL and one Redis broker, both polling almost never:
     an event crosses from one to the other only through the broker."""
-    from conftest import _fresh_postgres
-
     with redis_server() as (broker_url, restart, stop):
         settings = {"database_url": postgres_url, "broker_url": broker_url, "events_poll_s": 3600}
-        yield settings, restart, stop, _fresh_postgres
+        yield settings, restart, stop
 
 
 async def test_an_event_crosses_server_processes_through_redis(replicas, upstream):
-    settings, _, _, fresh = replicas
-    await fresh()
+    settings, _, _ = replicas
+    await fresh_postgres()
     environment = {
         "DATABASE_URL": settings["database_url"],
         "BROKER_URL": settings["broker_url"],
@@ -196,8 +196,8 @@ async def test_an_event_crosses_server_processes_through_redis(replicas, upstrea
 async def test_an_event_made_during_a_broker_outage_arrives_when_it_is_back(
     tmp_path: Path, replicas
 ):
-    settings, restart, stop, fresh = replicas
-    await fresh()
+    settings, restart, stop = replicas
+    await fresh_postgres()
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     servers = [api_server(tmp_path / n, **settings) for n in ("a", "b")]
@@ -214,3 +214,53 @@ async def test_an_event_made_during_a_broker_outage_arrives_when_it_is_back(
     finally:
         for server in servers:
             server.close()
+
+
+async def test_a_server_shutting_down_tells_subscribers_to_reconnect(tmp_path: Path):
+    servers = api_server(tmp_path)
+    api = next(servers)
+    url = api.base_url.replace("http://", "ws://") + "/graphql"
+    async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as socket:
+        await socket.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(await socket.recv())["type"] == "connection_ack"
+        await socket.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {"query": "subscription { provisioningRecipeCreated { id } }"},
+                }
+            )
+        )
+        stopping = asyncio.create_task(asyncio.to_thread(servers.close))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            async with asyncio.timeout(WAIT_S):
+                await socket.recv()
+        await stopping
+    assert closed.value.rcvd.code == 1012  # service restart: reconnect, with after
+
+
+async def test_a_server_restart_between_a_mutation_and_a_reconnect_loses_nothing(
+    postgres_url: str, upstream
+):
+    await fresh_postgres()
+    environment = {
+        "DATABASE_URL": postgres_url,
+        "BROKER_URL": "memory://",
+        "UWS_BASE_URL": upstream.base_url,
+        "UWS_USERNAME": "demo",
+        "UWS_PASSWORD": "demo",
+    }
+    with server_process(**environment) as url:
+        api = Api(url, upstream.simulator)
+        first = await create(api)
+        async with subscription(api, CREATED, {"after": first["event"]["id"]}) as stream:
+            second = await create(api, serialNumber="SN-2")
+            seen = (await receive(stream))["provisioningRecipeCreated"]["id"]
+        missed = await create(api, serialNumber="SN-while-away")  # nobody is listening
+    with server_process(**environment) as url:  # a new server process, same database
+        api = Api(url, upstream.simulator)
+        async with subscription(api, CREATED, {"after": seen}) as stream:
+            replayed = (await receive(stream))["provisioningRecipeCreated"]["id"]
+    assert seen == second["event"]["id"]
+    assert replayed == missed["event"]["id"]

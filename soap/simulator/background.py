@@ -1,10 +1,13 @@
-"""Serving an ASGI app from a background thread, for tests and benchmarks.
+"""Serving an ASGI app from a background thread or process, for tests and benchmarks.
 
 The listening socket is bound before the server starts, so clients may connect at once:
 the kernel queues them until uvicorn accepts, and nobody has to poll for readiness.
 """
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,3 +38,32 @@ def serving(app: ASGIApp, sock: socket.socket | None = None) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=15)
         sock.close()
+
+
+@contextmanager
+def serving_process(factory: str, environment: dict[str, str]) -> Iterator[str]:
+    """Serves ``module:factory`` in a uvicorn process of its own, with ``environment`` (and
+    PORT) added to this process's; yields its URL."""
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            factory,
+            "--fd",
+            str(sock.fileno()),
+            "--log-level",
+            "warning",
+        ],
+        pass_fds=[sock.fileno()],
+        env={**os.environ, "PORT": str(port), **environment},
+    )
+    sock.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from graph.context import Services
+from graph.exports import history_csv, report_csv
 from graph.http import GraphQLApp
 from graph.schema import schema
 from graph.settings import SIMULATOR_MOUNT, Settings
@@ -19,6 +20,7 @@ from resolvers.cursors import CursorCodec
 from resolvers.database import create_engine, migrate, sessions
 from resolvers.events import EventHub, broker_from_url
 from resolvers.health import readiness
+from resolvers.jobs import ReportJobs
 from resolvers.recipes import RecipeStore
 from resolvers.upstream import CachePolicy, Upstream
 from soap.client import UwsClient
@@ -82,18 +84,22 @@ def create_app(settings: Settings | None = None, simulator: Simulator | None = N
             recent_ttl_s=settings.cache_ttl_recent_s,
             device_list_ttl_s=settings.device_list_ttl_s,
         )
+        upstream = Upstream(uws, cache, policy, max_in_flight=settings.upstream_concurrency)
+        jobs = ReportJobs(sessions(engine), upstream, settings.upstream_concurrency)
         app.state.services = Services(
             settings=settings,
             uws=uws,
-            upstream=Upstream(uws, cache, policy),
+            upstream=upstream,
             engine=engine,
             cursors=CursorCodec(settings.cursor_secret.get_secret_value()),
             recipes=recipes,
             hub=hub,
+            jobs=jobs,
         )
         try:
             yield
         finally:
+            await jobs.stop()
             await hub.stop()
             await cache.close()
             try:
@@ -108,6 +114,8 @@ def create_app(settings: Settings | None = None, simulator: Simulator | None = N
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/graphql", graphql, methods=["GET", "POST"]),
+        Route("/exports/provisioning-history.csv", history_csv),
+        Route("/exports/provisioning-report.csv", report_csv),
         WebSocketRoute("/graphql", graphql),
     ]
     if settings.uses_simulator:

@@ -12,6 +12,7 @@ from models.principal import LOCAL_DEVELOPER, Principal
 from resolvers.cursors import CursorCodec
 from resolvers.devices import Device, find_devices
 from resolvers.events import EventHub
+from resolvers.jobs import ReportJobs
 from resolvers.recipes import RecipeStore
 from resolvers.upstream import Cost, Upstream
 from soap.client import UwsClient
@@ -28,6 +29,7 @@ class Services:
     cursors: CursorCodec
     recipes: RecipeStore
     hub: EventHub
+    jobs: ReportJobs
 
 
 @dataclass

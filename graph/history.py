@@ -20,6 +20,7 @@ from resolvers.history import (
     Position,
     count,
     match_all,
+    matcher,
     read_backward,
     read_forward,
 )
@@ -93,24 +94,12 @@ class _Edge:
         return self._encode(self._item)
 
 
-def _matcher(filter: ProvisioningEventFilter | None) -> tuple[Matcher, list[list[str]] | None]:
-    """The filter as a predicate, and in canonical form (for cursor scopes)."""
+def event_matcher(
+    filter: ProvisioningEventFilter | None,
+) -> tuple[Matcher, list[list[str] | None] | None]:
     if filter is None:
         return match_all, None
-    wanted = [
-        sorted({v.lower() for v in values}) if values is not None else None
-        for values in (filter.event_types, filter.statuses, filter.event_by)
-    ]
-    event_types, statuses, users = (set(w) if w is not None else None for w in wanted)
-
-    def matches(event: EventRecord) -> bool:
-        return (
-            (event_types is None or event.event_type.lower() in event_types)
-            and (statuses is None or event.status.lower() in statuses)
-            and (users is None or (event.event_by or "").lower() in users)
-        )
-
-    return matches, wanted
+    return matcher(filter.event_types, filter.statuses, filter.event_by)
 
 
 @dataclass(frozen=True)
@@ -151,7 +140,7 @@ async def provisioning_history(
     context = info.context
     services = context.services
     size = page_size(first, last)
-    matches, canonical = _matcher(filter)
+    matches, canonical = event_matcher(filter)
     codec = services.cursors
     scope = codec.scope(
         CURSOR_KIND,

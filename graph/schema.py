@@ -7,7 +7,7 @@ from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
 from graph import devices as device_fields
-from graph import recipes
+from graph import recipes, reports
 from graph.errors import ResponseExtensions
 from graph.relay import Node, parse_global_id
 from graph.scalars import SCALARS
@@ -21,6 +21,8 @@ async def node(info: strawberry.Info, id: strawberry.ID) -> Node | None:
         return await device_fields.device(info, kind, parts[1])
     if type_name == "ProvisioningRecipe" and len(parts) == 1:
         return await recipes.provisioning_recipe(info, parts[0])
+    if type_name == "ProvisioningReportJob":
+        return await reports.provisioning_report_job(info, id)
     return None
 
 
@@ -45,6 +47,15 @@ class Query:
         resolver=recipes.provisioning_recipes,
         description="Recipes in creation order (keyset pages, stable under inserts).",
     )
+    provisioning_report: reports.ProvisioningReport = strawberry.field(
+        resolver=reports.provisioning_report,
+        description="A report over the devices' histories, computed in this request; "
+        "for large fleets start a job instead. Its cost is in extensions.cost.",
+    )
+    provisioning_report_job: reports.ProvisioningReportJob | None = strawberry.field(
+        resolver=reports.provisioning_report_job,
+        description="A report job of the caller's, from any replica.",
+    )
 
 
 @strawberry.type
@@ -59,6 +70,12 @@ class Mutation:
             "Applied and Invalid are final.",
         )
     )
+    start_provisioning_report: reports.StartProvisioningReportPayload = strawberry.mutation(
+        resolver=reports.start_provisioning_report
+    )
+    cancel_provisioning_report: reports.ProvisioningReportJob | None = strawberry.mutation(
+        resolver=reports.cancel_provisioning_report
+    )
 
 
 @strawberry.type
@@ -72,6 +89,11 @@ class Subscription:
     provisioning_recipe_events: recipes.ProvisioningRecipeEvent = strawberry.subscription(
         resolver=recipes.provisioning_recipe_events,
         description="Creations and status changes together, in the order they happened.",
+    )
+    provisioning_report_progress: reports.ProvisioningReportJob = strawberry.subscription(
+        resolver=reports.provisioning_report_progress,
+        description="Progress of a report job until it ends; the last message carries the "
+        "final state.",
     )
 
 

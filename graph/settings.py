@@ -54,6 +54,13 @@ class Settings(BaseSettings):
         default=SecretStr("provisioning-graph-development-cursor-secret"),
         description="Signs cursors. Set the same value on every replica in production.",
     )
+    upstream_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Upstream calls in flight at once, for the whole process (reports "
+        "read this many devices at a time).",
+    )
     outbox_retention_s: float = Field(
         default=7 * 86_400.0,
         gt=0,

@@ -210,6 +210,15 @@ class UpstreamCache:
         finally:
             del self._loading[key]
 
+    async def get_or_read(
+        self, key: str, load: Callable[[], Awaitable[CachedValue]]
+    ) -> tuple[CachedValue, bool]:
+        """The cached value under ``key``, or a fresh load that is not stored."""
+        value = await self._get(f"{SCHEMA_VERSION}:{key}")
+        if value is not None:
+            return value, True
+        return await load(), False
+
     async def _load_once(
         self,
         key: str,

@@ -14,7 +14,7 @@ every call, as it does.
 """
 
 from bisect import bisect_left
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from operator import attrgetter
@@ -174,6 +174,31 @@ Matcher = Callable[[ProvisioningEvent], bool]
 
 def match_all(event: ProvisioningEvent) -> bool:
     return True
+
+
+def matcher(
+    event_types: Sequence[str] | None,
+    statuses: Sequence[str] | None,
+    users: Sequence[str] | None,
+) -> tuple[Matcher, list[list[str] | None] | None]:
+    """Keeps events whose fields equal one of the values, in any case; and the filter in
+    canonical form (for cursor scopes and stored requests). No values at all: no filter."""
+    if event_types is None and statuses is None and users is None:
+        return match_all, None
+    canonical = [
+        sorted({v.lower() for v in values}) if values is not None else None
+        for values in (event_types, statuses, users)
+    ]
+    types_, statuses_, users_ = (set(c) if c is not None else None for c in canonical)
+
+    def matches(event: ProvisioningEvent) -> bool:
+        return (
+            (types_ is None or event.event_type.lower() in types_)
+            and (statuses_ is None or event.status.lower() in statuses_)
+            and (users_ is None or (event.event_by or "").lower() in users_)
+        )
+
+    return matches, canonical
 
 
 @dataclass

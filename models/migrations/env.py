@@ -7,7 +7,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-import models.recipes  # noqa: F401 - registers the tables on SQLModel.metadata
+import models.recipes
+import models.reports  # noqa: F401
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -1,0 +1,177 @@
+"""Report jobs: run in the process that started them, kept in the database.
+
+A job's state, progress and result live in the ``report_jobs`` table, so any replica can
+answer for any job, after any restart. The process that started a job runs it and writes
+its progress as devices finish; a job whose process ended mid-way stops being touched and
+reads as FAILED once ``stale_after`` has passed. Cancelling marks the row; the runner,
+wherever it is, sees the mark at its next step and stops.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models.reports import TERMINAL, ReportJob
+from resolvers.reports import Progress, report_json, run_report, spec_json
+from resolvers.upstream import Upstream
+
+log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 0.2
+
+
+class JobCancelled(Exception):
+    """The job was cancelled from another replica."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ReportJobs:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        upstream: Upstream,
+        concurrency: int,
+        stale_after: timedelta = timedelta(minutes=2),
+        poll_s: float = 0.25,
+    ) -> None:
+        self._sessions = sessions
+        self._upstream = upstream
+        self._concurrency = concurrency
+        self._stale_after = stale_after
+        self._poll_s = poll_s
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    async def start(self, owner: str, request: dict[str, Any]) -> ReportJob:
+        now = _now()
+        job = ReportJob(
+            id=uuid.uuid4().hex,
+            owner=owner,
+            request=request,
+            state="QUEUED",
+            devices_total=len(request["devices"]),
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._sessions() as session, session.begin():
+            session.add(job)
+        self._running[job.id] = asyncio.create_task(self._run(job.id, request))
+        return job
+
+    async def stop(self) -> None:
+        """Ends this process's running jobs: they read as FAILED once they go stale."""
+        for task in self._running.values():
+            task.cancel()
+        for task in list(self._running.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _update(self, job_id: str, **values: Any) -> ReportJob | None:
+        async with self._sessions() as session, session.begin():
+            job = await session.get(ReportJob, job_id, with_for_update=True)
+            if job is None:
+                return None
+            if job.state == "CANCELLED" and values.get("state") != "CANCELLED":
+                raise JobCancelled(job_id)
+            for name, value in values.items():
+                setattr(job, name, value)
+            job.updated_at = _now()
+            session.add(job)
+            return job
+
+    async def _run(self, job_id: str, request: dict[str, Any]) -> None:
+        progress = Progress()
+        written = 0.0
+
+        async def on_device() -> None:
+            nonlocal written
+            if time.monotonic() - written >= PROGRESS_EVERY_S:
+                written = time.monotonic()
+                await self._write_progress(job_id, progress)
+
+        try:
+            await self._update(job_id, state="RUNNING")
+            report = await run_report(
+                self._upstream, spec_json(request), progress, self._concurrency, on_device
+            )
+            await self._write_progress(job_id, progress)
+            await self._update(
+                job_id,
+                state="SUCCEEDED",
+                finished_at=_now(),
+                result=report_json(report, spec_json(request)),
+            )
+        except (JobCancelled, asyncio.CancelledError):
+            with contextlib.suppress(Exception):
+                await self._update(job_id, state="CANCELLED", finished_at=_now())
+        except Exception as error:
+            log.exception("report job %s failed", job_id)
+            with contextlib.suppress(Exception):
+                await self._update(
+                    job_id,
+                    state="FAILED",
+                    finished_at=_now(),
+                    error=f"The report failed ({type(error).__name__}).",
+                )
+        finally:
+            self._running.pop(job_id, None)
+
+    async def _write_progress(self, job_id: str, progress: Progress) -> None:
+        await self._update(
+            job_id,
+            devices_done=progress.devices_done,
+            upstream_calls=progress.cost.upstream_calls,
+            cache_hits=progress.cost.cache_hits,
+        )
+
+    async def get(self, job_id: str, owner: str) -> ReportJob | None:
+        """The job, if it exists and belongs to ``owner``."""
+        async with self._sessions() as session:
+            job = await session.get(ReportJob, job_id)
+        if job is None or job.owner != owner:
+            return None
+        stale = _now() - _aware(job.updated_at) > self._stale_after
+        if job.state in ("QUEUED", "RUNNING") and job.id not in self._running and stale:
+            job.state, job.error = "FAILED", "The process running this job has stopped."
+        return job
+
+    async def cancel(self, job_id: str, owner: str) -> ReportJob | None:
+        job = await self.get(job_id, owner)
+        if job is None or job.state in TERMINAL:
+            return job
+        await self._update(job_id, state="CANCELLED", finished_at=_now())
+        task = self._running.get(job_id)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return await self.get(job_id, owner)
+
+    async def watch(self, job_id: str, owner: str) -> AsyncIterator[ReportJob]:
+        """The job each time its progress or state changes, until it ends."""
+        seen = None
+        while True:
+            job = await self.get(job_id, owner)
+            if job is None:
+                return
+            now = (job.state, job.devices_done, job.upstream_calls, job.cache_hits)
+            if now != seen:
+                seen = now
+                yield job
+            if job.state in TERMINAL:
+                return
+            await asyncio.sleep(self._poll_s)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes for what was stored as UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

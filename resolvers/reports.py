@@ -1,0 +1,255 @@
+"""Fleet reports: many devices' histories, grouped and counted as they stream by.
+
+Each device is read through the same pager and window cache as the history API, so a
+report after a history read (or a second report) costs no upstream call for what is
+cached. Memory grows with the number of rows, never with the number of events. A device
+that cannot be read is listed in ``failures``; the rest of the report completes.
+"""
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from models.devices import DeviceIdentifier
+from models.events import ProvisioningEvent
+from models.instants import TICKS_PER_SECOND, from_datetime
+from resolvers.history import HistoryPager, Matcher, matcher
+from resolvers.upstream import Cost, Upstream
+from soap.errors import UpstreamError, UpstreamFault
+
+DIMENSIONS = ("EVENT_TYPE", "STATUS", "EVENT_BY", "SERVICE_PLAN", "DEVICE")
+BUCKETS = ("HOUR", "DAY", "WEEK", "MONTH")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    devices: Sequence[DeviceIdentifier]
+    earliest: int
+    latest: int
+    group_by: Sequence[str]
+    bucket: str | None
+    zone: ZoneInfo
+    matches: Matcher
+
+
+@dataclass
+class Row:
+    count: int
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class Failure:
+    device: DeviceIdentifier
+    code: str
+    message: str
+
+
+@dataclass
+class Progress:
+    devices_done: int = 0
+    devices_total: int = 0
+    cost: Cost = field(default_factory=Cost)
+
+
+@dataclass
+class Report:
+    rows: dict[tuple, Row]
+    """By key: the group_by values in order, then the bucket start (ticks) if bucketed."""
+    total_events: int
+    devices_scanned: int
+    failures: list[Failure]
+
+
+def bucket_start(ticks: int, bucket: str, zone: ZoneInfo) -> int:
+    """The start of the local calendar bucket holding ``ticks``, as a UTC instant.
+
+    Hours are cut in local time but keep their UTC offset, so the repeated hour of a
+    fall-back night makes two buckets; days, weeks (from Monday) and months start at local
+    midnight, whatever the offset was then.
+    """
+    moment = (_EPOCH + timedelta(microseconds=ticks // 10)).astimezone(zone)
+    if bucket == "HOUR":
+        start = moment.replace(minute=0, second=0, microsecond=0)
+        return from_datetime(start)
+    day = moment.date()
+    if bucket == "WEEK":
+        day -= timedelta(days=day.weekday())
+    elif bucket == "MONTH":
+        day = day.replace(day=1)
+    return from_datetime(datetime(day.year, day.month, day.day, tzinfo=zone))
+
+
+def _key_of(spec: ReportSpec, device: DeviceIdentifier) -> Callable[[ProvisioningEvent], tuple]:
+    getters: list[Callable[[ProvisioningEvent], object]] = []
+    for dimension in spec.group_by:
+        getters.append(
+            {
+                "EVENT_TYPE": lambda e: e.event_type,
+                "STATUS": lambda e: e.status,
+                "EVENT_BY": lambda e: e.event_by,
+                "SERVICE_PLAN": lambda e: e.service_plan,
+                "DEVICE": lambda e: device,
+            }[dimension]
+        )
+    if spec.bucket is not None:
+        bucket, zone = spec.bucket, spec.zone
+        cut: dict[int, int] = {}
+
+        def start(event: ProvisioningEvent) -> int:
+            # Events of one hour share their bucket: cut each hour once.
+            hour = event.occurred_at - event.occurred_at % (3600 * TICKS_PER_SECOND)
+            if hour not in cut:
+                cut[hour] = bucket_start(hour, bucket, zone)
+            return cut[hour]
+
+        getters.append(start)
+    return lambda event: tuple(get(event) for get in getters)
+
+
+async def run_report(
+    upstream: Upstream,
+    spec: ReportSpec,
+    progress: Progress,
+    concurrency: int,
+    on_device: Callable[[], Awaitable[None]] | None = None,
+) -> Report:
+    """The report, reading up to ``concurrency`` devices at a time (each device's windows
+    one after another), counting into ``progress`` as devices finish."""
+    rows: dict[tuple, Row] = {}
+    failures: list[Failure] = []
+    totals = {"events": 0, "scanned": 0}
+    progress.devices_total = len(spec.devices)
+    fetch = upstream.history(progress.cost)
+    queue: asyncio.Queue[DeviceIdentifier] = asyncio.Queue()
+    for device in dict.fromkeys(spec.devices):
+        queue.put_nowait(device)
+
+    async def read(device: DeviceIdentifier) -> None:
+        # A device counts whole or not at all: its rows merge in once it is read.
+        key_of = _key_of(spec, device)
+        mine: dict[tuple, Row] = {}
+        events = 0
+        pager = HistoryPager(fetch, device, spec.earliest, spec.latest)
+        async for item in pager:
+            event = item.event
+            if not spec.matches(event):
+                continue
+            key = key_of(event)
+            row = mine.get(key)
+            if row is None:
+                mine[key] = Row(1, event.occurred_at, event.occurred_at)
+            else:
+                row.count += 1
+                row.last = event.occurred_at  # a device's events come oldest first
+            events += 1
+        for key, row in mine.items():
+            merged = rows.get(key)
+            if merged is None:
+                rows[key] = row
+            else:
+                merged.count += row.count
+                merged.first = min(merged.first, row.first)
+                merged.last = max(merged.last, row.last)
+        totals["events"] += events
+        progress.cost.gaps.extend((device, gap) for gap in pager.gaps)
+
+    async def worker() -> None:
+        while not queue.empty():
+            device = queue.get_nowait()
+            try:
+                await read(device)
+                totals["scanned"] += 1
+            except UpstreamFault as fault:
+                failures.append(Failure(device, fault.code, fault.fault_message))
+            except UpstreamError as error:
+                failures.append(Failure(device, type(error).__name__, error.message))
+            progress.devices_done += 1
+            if on_device is not None:
+                await on_device()
+
+    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    return Report(rows, totals["events"], totals["scanned"], failures)
+
+
+def device_json(device: DeviceIdentifier) -> dict[str, str]:
+    return {"kind": device.kind, "identifier": device.identifier}
+
+
+def report_json(report: Report, spec: ReportSpec) -> dict[str, Any]:
+    """The report as plain JSON: what a job stores and every view is built from."""
+    names = {
+        "EVENT_TYPE": "eventType",
+        "STATUS": "status",
+        "EVENT_BY": "eventBy",
+        "SERVICE_PLAN": "servicePlan",
+        "DEVICE": "device",
+    }
+    rows = []
+    for key, row in report.rows.items():
+        values: dict[str, Any] = {}
+        for dimension, value in zip(spec.group_by, key, strict=False):
+            values[names[dimension]] = device_json(value) if dimension == "DEVICE" else value
+        if spec.bucket is not None:
+            values["bucketStart"] = key[-1]
+        rows.append(
+            {
+                "key": values,
+                "count": row.count,
+                "firstOccurredAt": row.first,
+                "lastOccurredAt": row.last,
+            }
+        )
+    rows.sort(key=lambda r: json.dumps(r["key"], sort_keys=True, default=str))
+    return {
+        "rows": rows,
+        "totalEvents": report.total_events,
+        "devicesScanned": report.devices_scanned,
+        "failures": [
+            {"device": device_json(f.device), "code": f.code, "message": f.message}
+            for f in report.failures
+        ],
+    }
+
+
+def spec_json(spec_request: dict[str, Any]) -> ReportSpec:
+    """A stored report request back as a spec (see ``request_json``)."""
+    filter = spec_request.get("filter") or [None, None, None]
+    matches, _ = matcher(*filter)
+    return ReportSpec(
+        devices=[
+            DeviceIdentifier(kind, identifier) for kind, identifier in spec_request["devices"]
+        ],
+        earliest=spec_request["earliest"],
+        latest=spec_request["latest"],
+        group_by=spec_request["groupBy"],
+        bucket=spec_request["bucket"],
+        zone=ZoneInfo(spec_request["timeZone"]),
+        matches=matches,
+    )
+
+
+def request_json(
+    devices: Sequence[DeviceIdentifier],
+    earliest: int,
+    latest: int,
+    group_by: Sequence[str],
+    bucket: str | None,
+    time_zone: str,
+    filter: list[list[str] | None] | None,
+) -> dict[str, Any]:
+    return {
+        "devices": [[d.kind, d.identifier] for d in devices],
+        "earliest": earliest,
+        "latest": latest,
+        "groupBy": list(group_by),
+        "bucket": bucket,
+        "timeZone": time_zone,
+        "filter": filter,
+    }

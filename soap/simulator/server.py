@@ -160,15 +160,21 @@ class Simulator:
                 f"The action '{action}' cannot be processed at the receiver.",
             )
         self.state.count(operation)
-        if self.state.knobs.latency_s:
-            await asyncio.sleep(self.state.knobs.latency_s)
-        token = envelope.findtext(f"{{{SOAP_ENV}}}Header/{{{V2}}}token")
+        self.state.enter()
         try:
-            inner = handlers[operation](call, token)
-            response = Response(_output(operation, inner, self._prefixes(path)), media_type=_XML)
-        except Fault as fault:
-            response = _fault(fault.code, fault.message)
-        return await self._injected(operation, response) or response
+            if self.state.knobs.latency_s:
+                await asyncio.sleep(self.state.knobs.latency_s)
+            token = envelope.findtext(f"{{{SOAP_ENV}}}Header/{{{V2}}}token")
+            try:
+                inner = handlers[operation](call, token)
+                response = Response(
+                    _output(operation, inner, self._prefixes(path)), media_type=_XML
+                )
+            except Fault as fault:
+                response = _fault(fault.code, fault.message)
+            return await self._injected(operation, response) or response
+        finally:
+            self.state.leave()
 
     @staticmethod
     def _prefixes(path: str) -> str:
@@ -216,7 +222,13 @@ class Simulator:
                 self.state.reset_calls()
             if "idle_sessions_s" in change:
                 self.state.idle_sessions(float(change["idle_sessions_s"]))
-        return JSONResponse({"calls": dict(self.state.calls), "knobs": vars(self.state.knobs)})
+        return JSONResponse(
+            {
+                "calls": dict(self.state.calls),
+                "peakInFlight": self.state.peak_in_flight,
+                "knobs": vars(self.state.knobs),
+            }
+        )
 
     # -- operations -------------------------------------------------------------------
 

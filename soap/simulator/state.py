@@ -48,6 +48,9 @@ class Failure:
 class SimulatorState:
     knobs: Knobs = field(default_factory=Knobs)
     calls: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    """The most calls this simulator ever had in hand at once."""
     _failures: deque[Failure] = field(default_factory=deque)
     _sessions: dict[str, float] = field(default_factory=dict)
     _expired: set[str] = field(default_factory=set)
@@ -63,6 +66,16 @@ class SimulatorState:
     def reset_calls(self) -> None:
         with self._lock:
             self.calls.clear()
+            self.peak_in_flight = self.in_flight
+
+    def enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def fail_next(self, kind: FailureKind, times: int = 1, operation: str | None = None) -> None:
         """Makes the next ``times`` matching calls fail the given way."""

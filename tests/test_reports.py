@@ -1,0 +1,485 @@
+"""Fleet reports checked against the simulator's ground truth, computed here on its own."""
+
+import csv
+import io
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from math import ceil
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from gql import Client, GraphQLRequest, gql
+from gql.transport.websockets import WebsocketsTransport
+from support import document
+
+from models.devices import DeviceIdentifier
+from models.events import ProvisioningEvent
+from models.instants import format_api_instant, from_datetime, parse_instant
+
+REPORT = document("FleetReport")
+START = document("StartReport")
+PROGRESS = gql(document("ReportProgress"))
+RANGE = {"occurredAfter": "2015-01-01T00:00:00Z", "occurredBefore": "2026-06-01T00:00:00Z"}
+
+
+def ident(device) -> dict:
+    return {"kind": device.primary.kind.upper(), "identifier": device.primary.identifier}
+
+
+def ordinary(api, count: int) -> list:
+    return [d for d in api.simulator.fleet.devices if d.profile.name == "ordinary"][:count]
+
+
+def windows(events: int) -> int:
+    """Upstream calls to read a history with no two events at one instant."""
+    return 1 if events <= 500 else 1 + ceil((events - 500) / 499)
+
+
+async def test_report_counts_match_the_ground_truth(api):
+    devices = [*ordinary(api, 25), api.simulator.fleet.by_name("seed-meid")]
+    body = await api.query(
+        REPORT,
+        {
+            "input": {
+                "devices": [ident(d) for d in devices],
+                **RANGE,
+                "groupBy": ["EVENT_TYPE", "STATUS", "DEVICE"],
+                "filter": {"statuses": ["Success", "Failure"]},
+            }
+        },
+    )
+    report = body["data"]["provisioningReport"]
+
+    truth: dict[tuple, list[int]] = {}
+    lo, hi = parse_instant(RANGE["occurredAfter"]), parse_instant(RANGE["occurredBefore"])
+    for device in devices:
+        for e in api.simulator.fleet.history(device):
+            if lo <= e.occurred_at <= hi:
+                key = (e.event_type, e.status, device.primary.identifier)
+                row = truth.setdefault(key, [0, e.occurred_at, e.occurred_at])
+                row[0] += 1
+                row[1], row[2] = min(row[1], e.occurred_at), max(row[2], e.occurred_at)
+    got = {
+        (r["key"]["eventType"], r["key"]["status"], r["key"]["device"]["identifier"]): [
+            r["count"],
+            r["firstOccurredAt"],
+            r["lastOccurredAt"],
+        ]
+        for r in report["rows"]
+    }
+    assert got == {
+        k: [c, format_api_instant(f), format_api_instant(la)] for k, (c, f, la) in truth.items()
+    }
+    assert report["totalEvents"] == sum(c for c, _, _ in truth.values())
+    assert report["devicesScanned"] == len(devices)
+    assert report["failures"] == []
+
+
+async def test_a_report_costs_each_devices_pages_cold_and_nothing_warm(api):
+    devices = ordinary(api, 30)
+    sizes = [len(api.simulator.fleet.history(d)) for d in devices]
+    variables = {
+        "input": {
+            "devices": [ident(d) for d in devices],
+            **RANGE,
+            "occurredBefore": "2030-01-01T00:00:00Z",
+        }
+    }
+    cold = await api.query(REPORT, variables)
+    assert api.calls() == sum(windows(n) for n in sizes)
+    assert cold["extensions"]["cost"]["upstreamCalls"] == api.calls()
+    warm = await api.query(REPORT, variables)
+    assert api.calls() == sum(windows(n) for n in sizes)
+    assert warm["extensions"]["cost"] == {"upstreamCalls": 0, "cacheHits": sum(map(windows, sizes))}
+    assert warm["data"] == cold["data"]
+
+
+async def test_a_report_reuses_what_a_history_read_cached(api):
+    device = api.simulator.fleet.by_name("twelve-thousand")
+    end = "2026-06-01T00:00:00Z"
+    await api.query(
+        document("DeviceHistory"),
+        {
+            **ident(device),
+            "first": 500,
+            "occurredAfter": RANGE["occurredAfter"],
+            "occurredBefore": end,
+        },
+    )
+    before = api.calls()
+    await api.query(REPORT, {"input": {"devices": [ident(device)], **RANGE, "occurredBefore": end}})
+    assert api.calls() - before == 24  # the first window came from the cache
+
+
+async def test_failing_devices_are_listed_and_the_rest_completes(api):
+    good = ordinary(api, 3)
+    body = await api.query(
+        REPORT,
+        {
+            "input": {
+                "devices": [ident(d) for d in good]
+                + [{"kind": "IMEI", "identifier": "000000000000000"}],
+                **RANGE,
+            }
+        },
+    )
+    report = body["data"]["provisioningReport"]
+    assert report["devicesScanned"] == 3
+    assert report["failures"] == [
+        {
+            "device": {"kind": "IMEI", "identifier": "000000000000000"},
+            "code": "REQUEST_FAILED.DeviceNotFound",
+            "message": "The device was not found.",
+        }
+    ]
+    assert report["totalEvents"] == sum(len(api.simulator.fleet.history(d)) for d in good)
+
+
+async def test_upstream_calls_in_flight_stay_within_the_bound(api):
+    api.simulator.state.knobs.latency_s = 0.02
+    api.simulator.state.reset_calls()
+    devices = ordinary(api, 40)
+    await api.query(REPORT, {"input": {"devices": [ident(d) for d in devices], **RANGE}})
+    assert api.simulator.state.peak_in_flight <= 8  # UPSTREAM_CONCURRENCY's default
+    assert api.simulator.state.peak_in_flight > 1
+
+
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def scripted(api, name: str, instants: list[str]) -> dict:
+    events = [
+        ProvisioningEvent(parse_instant(t), "Success", "ops", "Activation", None, None, None, ())
+        for t in instants
+    ]
+    device = api.simulator.fleet.script(DeviceIdentifier("imei", name), events)
+    return {"kind": "IMEI", "identifier": device.primary.identifier}
+
+
+@pytest.mark.parametrize(
+    ("bucket", "instants", "starts"),
+    [
+        # Fall back: 01:30 EDT and 01:30 EST are two different local hours.
+        (
+            "HOUR",
+            ["2017-11-05T05:30:00Z", "2017-11-05T06:30:00Z"],
+            ["2017-11-05T05:00:00.000Z", "2017-11-05T06:00:00.000Z"],
+        ),
+        # Spring forward: the day that lost an hour starts at EST midnight, the next at EDT.
+        (
+            "DAY",
+            [
+                "2017-03-12T04:59:59Z",
+                "2017-03-12T05:00:00Z",
+                "2017-03-13T03:59:59Z",
+                "2017-03-13T04:00:00Z",
+            ],
+            [
+                "2017-03-11T05:00:00.000Z",
+                "2017-03-12T05:00:00.000Z",
+                "2017-03-12T05:00:00.000Z",
+                "2017-03-13T04:00:00.000Z",
+            ],
+        ),
+        (
+            "WEEK",
+            ["2017-11-06T04:59:00Z", "2017-11-06T05:00:00Z"],
+            ["2017-10-30T04:00:00.000Z", "2017-11-06T05:00:00.000Z"],
+        ),
+        (
+            "MONTH",
+            ["2017-11-01T03:59:59Z", "2017-11-01T04:00:00Z"],
+            ["2017-10-01T04:00:00.000Z", "2017-11-01T04:00:00.000Z"],
+        ),
+    ],
+)
+async def test_buckets_are_cut_in_local_time_across_dst(api, bucket, instants, starts):
+    device = scripted(api, f"77{abs(hash((bucket, *instants))) % 10**13:013d}", instants)
+    body = await api.query(
+        REPORT,
+        {
+            "input": {
+                "devices": [device],
+                **RANGE,
+                "groupBy": ["EVENT_TYPE"],
+                "bucket": bucket,
+                "timeZone": "America/New_York",
+            }
+        },
+    )
+    rows = body["data"]["provisioningReport"]["rows"]
+    expected = Counter(starts)
+    assert {r["key"]["bucketStart"]: r["count"] for r in rows} == dict(expected)
+    for start in expected:  # each bucket starts at a local midnight or hour, as labelled
+        local = datetime.fromisoformat(start.replace("Z", "+00:00")).astimezone(NEW_YORK)
+        assert (local.minute, local.second) == (0, 0)
+
+
+async def test_utc_buckets_are_the_default(api):
+    device = scripted(api, "771234567890123", ["2017-03-12T04:59:59Z", "2017-03-12T05:00:00Z"])
+    body = await api.query(REPORT, {"input": {"devices": [device], **RANGE, "bucket": "DAY"}})
+    assert [r["key"]["bucketStart"] for r in body["data"]["provisioningReport"]["rows"]] == [
+        "2017-03-12T00:00:00.000Z"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"devices": []}, "Name at least one device"),
+        ({"timeZone": "Mars/Olympus"}, "IANA"),
+        ({"occurredAfter": "2020-01-01", "occurredBefore": "2019-01-01"}, "occurredAfter"),
+        ({"groupBy": []}, "at least one dimension"),
+    ],
+)
+async def test_bad_report_input_is_refused(api, changes, message):
+    variables = {
+        "input": {"devices": [{"kind": "ESN", "identifier": "09123456123"}], **RANGE, **changes}
+    }
+    body = await api.query(REPORT, variables, expect_errors=True)
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert message in body["errors"][0]["message"]
+    started = await api.query(START, variables)
+    assert started["data"]["startProvisioningReport"]["job"] is None
+    assert message in started["data"]["startProvisioningReport"]["userErrors"][0]["message"]
+    assert api.calls() == 0
+
+
+async def test_a_job_reports_progress_until_it_ends(api):
+    devices = ordinary(api, 12)
+    variables = {"input": {"devices": [ident(d) for d in devices], **RANGE}}
+    started = (await api.query(START, variables))["data"]["startProvisioningReport"]
+    job_id = started["job"]["id"]
+    assert started["job"]["progress"]["devicesTotal"] == 12
+
+    url = api.base_url.replace("http://", "ws://") + "/graphql"
+    async with Client(transport=WebsocketsTransport(url=url)) as session:
+        updates = [
+            u["provisioningReportProgress"]
+            async for u in session.subscribe(
+                GraphQLRequest(PROGRESS, variable_values={"jobId": job_id})
+            )
+        ]
+    final = updates[-1]
+    assert final["state"] == "SUCCEEDED"
+    assert final["progress"]["devicesDone"] == 12
+    done = [u["progress"]["devicesDone"] for u in updates]
+    assert done == sorted(done)
+    direct = (await api.query(REPORT, variables))["data"]["provisioningReport"]
+    assert final["result"] == {
+        "totalEvents": direct["totalEvents"],
+        "devicesScanned": direct["devicesScanned"],
+    }
+    again = await api.query(
+        "query ($id: ID!) { provisioningReportJob(id: $id) { state finishedAt "
+        "result { rows { count } } } }",
+        {"id": job_id},
+    )
+    job = again["data"]["provisioningReportJob"]
+    assert job["state"] == "SUCCEEDED"
+    assert job["finishedAt"] is not None
+    assert sum(r["count"] for r in job["result"]["rows"]) == direct["totalEvents"]
+
+
+async def test_a_job_can_be_cancelled(api):
+    api.simulator.state.knobs.latency_s = 0.2  # slow enough to be caught running
+    devices = ordinary(api, 60)
+    started = await api.query(START, {"input": {"devices": [ident(d) for d in devices], **RANGE}})
+    job_id = started["data"]["startProvisioningReport"]["job"]["id"]
+    body = await api.query(
+        "mutation ($id: ID!) { cancelProvisioningReport(id: $id) { state progress "
+        "{ devicesDone devicesTotal } } }",
+        {"id": job_id},
+    )
+    cancelled = body["data"]["cancelProvisioningReport"]
+    assert cancelled["state"] == "CANCELLED"
+    assert cancelled["progress"]["devicesDone"] < 60
+    calls = api.calls()
+    again = await api.query(
+        "query ($id: ID!) { provisioningReportJob(id: $id) { state } }", {"id": job_id}
+    )
+    assert again["data"]["provisioningReportJob"]["state"] == "CANCELLED"
+    assert api.calls() == calls  # nothing runs on
+
+
+async def test_an_unknown_job_is_null_and_a_malformed_id_an_error(api):
+    from graph.relay import global_id
+
+    query = "query ($id: ID!) { provisioningReportJob(id: $id) { state } }"
+    missing = await api.query(query, {"id": global_id("ProvisioningReportJob", "0" * 32)})
+    assert missing["data"]["provisioningReportJob"] is None
+    malformed = await api.query(query, {"id": "bm90LWEtam9i"}, expect_errors=True)
+    assert malformed["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+def parse_csv(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text, newline="")))
+
+
+async def test_the_history_csv_parses_back_to_the_history(api):
+    device = api.simulator.fleet.by_name("seed-meid")
+    async with httpx.AsyncClient() as http:
+        response = await http.get(
+            f"{api.base_url}/exports/provisioning-history.csv",
+            params={
+                "kind": "meid",
+                "identifier": device.primary.identifier,
+                "occurredAfter": "2016-01-01",
+                "occurredBefore": "2018-12-31",
+                "statuses": ["Success"],
+            },
+        )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    assert (
+        'filename="provisioning-history-meid-54689785258599.csv"'
+        in (response.headers["content-disposition"])
+    )
+    rows = parse_csv(response.text)
+    assert response.text.endswith("\r\n")
+    truth = [e for e in api.simulator.fleet.history(device) if e.status == "Success"]
+    assert rows[0][:3] == ["occurredAt", "eventType", "status"]
+    assert [r[0] for r in rows[1:]] == [format_api_instant(e.occurred_at) for e in truth]
+    assert [r[3] for r in rows[1:]] == [e.event_by or "" for e in truth]
+
+
+async def test_csv_quotes_commas_quotes_and_newlines(api):
+    awkward = 'Doe, Jane "JJ"\nsecond line'
+    event = ProvisioningEvent(
+        parse_instant("2017-01-01T00:00:00Z"),
+        "Success",
+        awkward,
+        "Activation",
+        "Plan, large",
+        None,
+        None,
+        (),
+    )
+    device = api.simulator.fleet.script(DeviceIdentifier("imei", "771111111111111"), [event])
+    async with httpx.AsyncClient() as http:
+        response = await http.get(
+            f"{api.base_url}/exports/provisioning-history.csv",
+            params={
+                "kind": "IMEI",
+                "identifier": device.primary.identifier,
+                "occurredAfter": "2016-01-01",
+                "occurredBefore": "2018-01-01",
+            },
+        )
+    assert '"Doe, Jane ""JJ""\nsecond line"' in response.text
+    (row,) = parse_csv(response.text)[1:]
+    assert row[3] == awkward
+    assert row[4] == "Plan, large"
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "code"),
+    [
+        ({"kind": "IMEI", "identifier": "000000000000000"}, 404, "NOT_FOUND"),
+        ({"kind": "NOPE", "identifier": "1"}, 400, "BAD_USER_INPUT"),
+        (
+            {"kind": "ESN", "identifier": "09123456123", "occurredAfter": "soon"},
+            400,
+            "BAD_USER_INPUT",
+        ),
+    ],
+)
+async def test_csv_errors_before_the_first_byte_have_a_status(api, params, status, code):
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"{api.base_url}/exports/provisioning-history.csv", params=params)
+    assert response.status_code == status
+    assert response.json()["code"] == code
+
+
+async def test_an_upstream_failure_mid_stream_is_no_complete_file(api):
+    device = api.simulator.fleet.by_name("twelve-thousand")
+    params = {
+        "kind": "ICCID",
+        "identifier": device.primary.identifier,
+        "occurredAfter": "2000-01-01T00:00:00Z",
+        "occurredBefore": "2026-06-01T00:00:00Z",
+    }
+    # The first window is cached by a history read; the export's next call fails.
+    await api.query(document("DeviceHistory"), {**ident(device), "first": 1, **params})
+    api.simulator.state.fail_next("http500", operation="GetDeviceProvisioningHistory")
+    statuses = []
+
+    async def download() -> None:
+        async with (
+            httpx.AsyncClient() as http,
+            http.stream(
+                "GET", f"{api.base_url}/exports/provisioning-history.csv", params=params
+            ) as response,
+        ):
+            statuses.append(response.status_code)
+            async for _ in response.aiter_bytes():
+                pass
+
+    with pytest.raises(httpx.HTTPError):
+        await download()
+    assert statuses == [200]
+
+
+async def test_the_report_csv_matches_the_report(api):
+    devices = ordinary(api, 5)
+    params = [("devices", f"{d.primary.kind}:{d.primary.identifier}") for d in devices]
+    params += [
+        ("occurredAfter", RANGE["occurredAfter"]),
+        ("occurredBefore", RANGE["occurredBefore"]),
+        ("groupBy", "STATUS"),
+        ("groupBy", "DEVICE"),
+        ("bucket", "MONTH"),
+    ]
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"{api.base_url}/exports/provisioning-report.csv", params=params)
+    rows = parse_csv(response.text)
+    assert rows[0] == [
+        "status",
+        "device",
+        "bucketStart",
+        "count",
+        "firstOccurredAt",
+        "lastOccurredAt",
+    ]
+    per_device: dict[str, int] = defaultdict(int)
+    for row in rows[1:]:
+        per_device[row[1]] += int(row[3])
+    assert dict(per_device) == {
+        f"{d.primary.kind.upper()}:{d.primary.identifier}": len(api.simulator.fleet.history(d))
+        for d in devices
+        if api.simulator.fleet.history(d)
+    }
+    months = {row[2] for row in rows[1:]}
+    assert all(m.endswith("-01T00:00:00.000Z") for m in months)
+
+
+async def test_the_report_csv_of_a_finished_job(api):
+    devices = ordinary(api, 4)
+    variables = {"input": {"devices": [ident(d) for d in devices], **RANGE}}
+    job_id = (await api.query(START, variables))["data"]["startProvisioningReport"]["job"]["id"]
+    url = api.base_url.replace("http://", "ws://") + "/graphql"
+    async with Client(transport=WebsocketsTransport(url=url)) as session:
+        async for _ in session.subscribe(
+            GraphQLRequest(PROGRESS, variable_values={"jobId": job_id})
+        ):
+            pass
+    from graph.relay import parse_global_id
+
+    raw_id = parse_global_id(job_id)[1][0]
+    async with httpx.AsyncClient() as http:
+        response = await http.get(
+            f"{api.base_url}/exports/provisioning-report.csv", params={"jobId": raw_id}
+        )
+    rows = parse_csv(response.text)
+    total = sum(len(api.simulator.fleet.history(d)) for d in devices)
+    assert sum(int(r[1]) for r in rows[1:]) == total
+
+
+def test_local_midnight_is_what_a_day_bucket_starts_at():
+    from resolvers.reports import bucket_start
+
+    moment = from_datetime(datetime(2017, 3, 12, 12, tzinfo=UTC))
+    start = datetime(2017, 3, 12, tzinfo=NEW_YORK)
+    assert bucket_start(moment, "DAY", NEW_YORK) == from_datetime(start)
+    assert start.utcoffset() == timedelta(hours=-5)

@@ -162,12 +162,12 @@ async def main(count: int, events: int) -> None:
         }
         single = stack.enter_context(
             serving_process("graph.app:create_app", {**environment, "BROKER_URL": "memory://"})
-        )
+        ).url
         one_process = await measure("one process", single, single, count, events)
         stack.close()
         on_redis = {**environment, "BROKER_URL": REDIS, "EVENTS_POLL_S": "3600"}
-        writer = stack.enter_context(serving_process("graph.app:create_app", on_redis))
-        reader = stack.enter_context(serving_process("graph.app:create_app", on_redis))
+        writer = stack.enter_context(serving_process("graph.app:create_app", on_redis)).url
+        reader = stack.enter_context(serving_process("graph.app:create_app", on_redis)).url
         two_processes = await measure("two processes on Redis", writer, reader, count, events)
     print(f"\nfloor: bare Redis PUBLISH-to-receive round trip, median {floor:.2f} ms")
     print(

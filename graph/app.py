@@ -60,7 +60,10 @@ def create_app(settings: Settings | None = None, simulator: Simulator | None = N
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         uws = await UwsClient.open(
-            settings.upstream_url, timeout_s=settings.uws_timeout_s, **credentials
+            settings.upstream_url,
+            timeout_s=settings.uws_timeout_s,
+            max_in_flight=settings.upstream_concurrency,
+            **credentials,
         )
         engine = create_engine(settings.database_url)
         if engine.dialect.name == "sqlite":
@@ -84,7 +87,7 @@ def create_app(settings: Settings | None = None, simulator: Simulator | None = N
             recent_ttl_s=settings.cache_ttl_recent_s,
             device_list_ttl_s=settings.device_list_ttl_s,
         )
-        upstream = Upstream(uws, cache, policy, max_in_flight=settings.upstream_concurrency)
+        upstream = Upstream(uws, cache, policy)
         jobs = ReportJobs(sessions(engine), upstream, settings.upstream_concurrency)
         app.state.services = Services(
             settings=settings,

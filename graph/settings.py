@@ -3,7 +3,8 @@
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SIMULATOR_MOUNT = "/simulator/api/v2"
+from soap.simulator.server import MOUNT as SIMULATOR_MOUNT
+
 SIMULATOR_USERNAME = "demo"
 
 

@@ -128,8 +128,8 @@ class HistoryPager:
         self.gaps: list[HistoryGap] = []
         self.calls = 0
 
-    async def windows(self) -> AsyncIterator[tuple[Iterator[PagedEvent], bool]]:
-        """Each window's events from the current position on, and whether more follow."""
+    async def _read(self) -> AsyncIterator[tuple[int, HistoryWindow, int, Position | None]]:
+        """Each window read: its start, the reply, the offset to begin at, what follows."""
         position: Position | None = self.start
         while position is not None:
             window_start, offset = position
@@ -138,7 +138,18 @@ class HistoryPager:
             position, gap = next_window(window, self.latest)
             if gap is not None:
                 self.gaps.append(gap)
-            yield _paged(window_start, window, position, offset), position is not None
+            yield window_start, window, offset, position
+
+    async def windows(self) -> AsyncIterator[tuple[Iterator[PagedEvent], bool]]:
+        """Each window's events from the current position on, and whether more follow."""
+        async for start, window, offset, following in self._read():
+            yield _paged(start, window, following, offset), following is not None
+
+    async def events(self) -> AsyncIterator[tuple[ProvisioningEvent, ...]]:
+        """The events alone, a window's worth at a time: for readers that need no
+        positions (reports, exports), which then cost nothing per event."""
+        async for _, window, offset, _ in self._read():
+            yield window.events[offset:]
 
     async def __aiter__(self) -> AsyncIterator[PagedEvent]:
         async for items, _ in self.windows():

@@ -24,7 +24,7 @@ from resolvers.reports import Progress, report_json, run_report, spec_json
 from resolvers.upstream import Upstream
 
 log = logging.getLogger(__name__)
-PROGRESS_EVERY_S = 0.2
+PROGRESS_EVERY_S = 0.5
 
 
 class JobCancelled(Exception):

@@ -1,6 +1,5 @@
 """Upstream reads through the window cache, with what each request costs."""
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,15 +36,11 @@ class Upstream:
         client: UwsClient,
         cache: UpstreamCache,
         policy: CachePolicy,
-        max_in_flight: int = 8,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
         self.cache = cache
         self.policy = policy
-        # Every upstream call of the process, whatever request it serves, waits here: a
-        # fleet report must not flood the real service (it throttles).
-        self.in_flight = asyncio.Semaphore(max_in_flight)
         self._clock = clock
 
     def now(self) -> int:
@@ -62,10 +57,7 @@ class Upstream:
         async def fetch(device: DeviceIdentifier, earliest: int, latest: int) -> HistoryWindow:
             async def load() -> HistoryWindow:
                 cost.upstream_calls += 1
-                async with self.in_flight:
-                    return await self.client.get_device_provisioning_history(
-                        device, earliest, latest
-                    )
+                return await self.client.get_device_provisioning_history(device, earliest, latest)
 
             settled = latest < self.now() - int(self.policy.settle_s * TICKS_PER_SECOND)
             ttl = self.policy.immutable_ttl_s if settled else self.policy.recent_ttl_s
@@ -83,8 +75,7 @@ class Upstream:
     async def device_list(self, largest_seen: int | None, cost: Cost) -> DeviceListPage:
         async def load() -> DeviceListPage:
             cost.upstream_calls += 1
-            async with self.in_flight:
-                return await self.client.get_device_list(largest_seen)
+            return await self.client.get_device_list(largest_seen)
 
         key = f"d:{largest_seen if largest_seen is not None else ''}"
         value, hit = await self.cache.get_or_load(key, load, self.policy.device_list_ttl_s)

@@ -6,6 +6,7 @@ order of magnitude slower than lxml's. Every failure surfaces as a ``soap.errors
 """
 
 import asyncio
+import socket
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -71,6 +72,7 @@ class UwsClient:
         username: str | None = None,
         password: str | None = None,
         http: httpx.AsyncClient | None = None,
+        max_in_flight: int = 8,
     ) -> None:
         if not token and not (username and password):
             raise ValueError("the UWS client needs UWS_TOKEN or UWS_USERNAME and UWS_PASSWORD")
@@ -81,10 +83,19 @@ class UwsClient:
         self._password = password
         self._session: str | None = None
         self._login_lock = asyncio.Lock()
+        # Every call of this client, whatever request it serves, waits here for the
+        # network exchange (not for reading the reply): a fleet report must not flood
+        # the real service, which throttles.
+        self._in_flight = asyncio.Semaphore(max_in_flight)
         self._secrets = tuple(s for s in (token, password) if s)
         http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            transport=httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+                # A request's head and body can leave in separate writes: with Nagle's
+                # algorithm on, the body would wait for the head's delayed ACK (40 ms).
+                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            ),
         )
         transport = _Transport(client=http, wsdl_client=httpx.Client())
         # AsyncTransport replaces the headers of the client it is given: set ours after.
@@ -187,7 +198,7 @@ class UwsClient:
         try:
             # httpx's timeout bounds each read; this bounds the whole exchange, so a
             # reply that trickles in byte by byte cannot hold a caller forever.
-            async with asyncio.timeout(self._timeout_s):
+            async with self._in_flight, asyncio.timeout(self._timeout_s):
                 response = await getattr(service, operation)(Input=request, _soapheaders=headers)
         except (TimeoutError, httpx.TimeoutException):
             raise UpstreamTimeout(operation, f"no reply within {self._timeout_s:g} s") from None

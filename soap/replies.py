@@ -92,7 +92,7 @@ def _boolean(text: str, operation: str) -> bool:
 
 def _attributes(container: etree._Element | None) -> tuple[ExtendedAttribute, ...]:
     # Child loops rather than findtext(): lxml's find* run its Python path engine per call.
-    if container is None:
+    if container is None or not len(container):  # absent, or i:nil as most are
         return ()
     attributes = []
     for item in container:

@@ -4,6 +4,7 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from math import ceil
 from pathlib import Path
@@ -85,9 +86,11 @@ def api_server(tmp_path: Path, **overrides: object) -> Iterator[Api]:
         yield Api(base, simulator)
 
 
-def server_process(**environment: str):
+@contextmanager
+def server_process(**environment: str) -> Iterator[str]:
     """The service in a process of its own; yields its URL."""
-    return serving_process("graph.app:create_app", environment)
+    with serving_process("graph.app:create_app", environment) as served:
+        yield served.url
 
 
 POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"

@@ -70,7 +70,7 @@ def _digits(rng: random.Random, count: int) -> str:
 class Fleet:
     """A few hundred devices of every kind plus the hard cases, all from one seed."""
 
-    def __init__(self, seed: int = 2017, ordinary: int = 300) -> None:
+    def __init__(self, seed: int = 2017, ordinary: int = 300, bulk: tuple[int, ...] = ()) -> None:
         self.seed = seed
         self.devices: list[SimDevice] = []
         self._index: dict[DeviceIdentifier, SimDevice] = {}
@@ -85,6 +85,9 @@ class Fleet:
             end = start + rng.randrange(1, 5) * 365 * 86_400 * TICKS_PER_SECOND
             profile = Profile("ordinary", size, start, end, nil_style=number % 3 != 0)
             self._add(profile, self._identifiers(kinds[number % len(kinds)], rng), rng)
+        for size in bulk:  # very long histories, for benchmarks: "bulk-1000000"
+            profile = Profile(f"bulk-{size}", size, _year(2015), _year(2026))
+            self._add(profile, self._identifiers("imei", rng), rng)
 
     def _special(self, rng: random.Random) -> list[tuple[Profile, list[DeviceIdentifier]]]:
         y2016, y2017, y2018, y2020 = _year(2016), _year(2017), _year(2018), _year(2020)
@@ -191,7 +194,7 @@ def _event(rng: random.Random, ticks: int, mdn: str | None) -> ProvisioningEvent
     )
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=1024)  # a fleet report reads ~1,000 devices side by side
 def _history(device: SimDevice) -> tuple[ProvisioningEvent, ...]:
     profile = device.profile
     rng = random.Random(device.seed)

@@ -8,6 +8,7 @@ POST <base>/_control             set knobs, inject failures, reset counts
 """
 
 import asyncio
+import os
 import re
 from bisect import bisect_left
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from lxml import etree
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from models.devices import IDENTIFIER_KINDS
 from models.events import ProvisioningEvent
@@ -344,3 +345,21 @@ class Simulator:
     def _log_out(self, call: etree._Element, token: str | None) -> str:
         self.state.log_out(call.findtext(f"{{{V2}}}Input/{{{SESSION}}}SessionToken") or "")
         return ""
+
+
+MOUNT = "/simulator/api/v2"
+"""Where the simulator sits in a server, mirroring the real service's <host>/api/v2."""
+
+
+def create_app() -> Starlette:
+    """A simulator alone, configured from the environment (for ``uvicorn --factory``):
+    SIMULATOR_SEED, SIMULATOR_DEVICES (ordinary devices), SIMULATOR_BULK (comma-separated
+    sizes of extra long histories), SIMULATOR_LATENCY_MS."""
+    fleet = Fleet(
+        seed=int(os.environ.get("SIMULATOR_SEED", "2017")),
+        ordinary=int(os.environ.get("SIMULATOR_DEVICES", "300")),
+        bulk=tuple(int(n) for n in os.environ.get("SIMULATOR_BULK", "").split(",") if n),
+    )
+    simulator = Simulator(fleet)
+    simulator.state.knobs.latency_s = float(os.environ.get("SIMULATOR_LATENCY_MS", "0")) / 1000
+    return Starlette(routes=[Mount(MOUNT, app=simulator.app)])

@@ -41,6 +41,7 @@ schema: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.history
 	$(BIN)/python -m bench.graphql
+	$(BIN)/python -m bench.reports
 	$(BIN)/python -m bench.fanout
 
 clean:

@@ -61,6 +61,8 @@ def service(upstream: Served, database: Path):
 
 async def report(base: str, devices: list[dict], latency_s: float) -> bool:
     async with httpx.AsyncClient(base_url=base, timeout=600) as http:
+        # Both processes answer only once started: wait for that outside the timing.
+        assert (await http.get("/readyz")).status_code == 200
         started = time.perf_counter()
         response = await http.post(
             "/graphql",
@@ -142,6 +144,7 @@ async def main(count: int, latency_ms: float) -> int:
             "SIMULATOR_DEVICES": str(count),
             "SIMULATOR_BULK": ",".join(map(str, BULK)),
             "SIMULATOR_LATENCY_MS": str(latency_ms),
+            "SIMULATOR_WARM": "1",
         }
         with (
             serving_process("soap.simulator.server:create_app", simulator) as upstream,

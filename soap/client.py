@@ -1,8 +1,9 @@
 """The UWS v2 client: zeep's async client over httpx, with session handling and timeouts.
 
-zeep builds and sends every request from the WSDL under ``soap/wsdl`` (loaded once, off
-the event loop); replies are read by ``soap.replies`` because zeep's reply parsing is an
-order of magnitude slower than lxml's. Every failure surfaces as a ``soap.errors`` type.
+zeep builds every request from the WSDL under ``soap/wsdl`` (loaded once, off the event
+loop) and its httpx transport sends it; replies are read by ``soap.replies`` because
+zeep's reply parsing is an order of magnitude slower than lxml's. Every failure surfaces
+as a ``soap.errors`` type.
 """
 
 import asyncio
@@ -10,7 +11,7 @@ import socket
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 import zeep
@@ -33,11 +34,14 @@ from soap.contract import (
     SESSION_PATH,
     SESSION_WSDL,
     V2,
+    soap_action,
 )
 from soap.errors import UpstreamError, UpstreamFault, UpstreamTimeout, UpstreamUnavailable
 
 T = TypeVar("T")
 _TOKEN = f"{{{V2}}}token"
+INLINE_REPLY_BYTES = 4096
+"""Replies shorter than this (some ten events) are read in place: cheaper than a thread."""
 _SESSION_FAULTS = frozenset({SESSION_EXPIRED, SESSION_INVALID})
 
 
@@ -58,6 +62,13 @@ class _Transport(AsyncTransport):
 def _document(path: Path) -> Document:
     """A parsed WSDL, shared by every client of the process: parsing one costs ~100 ms."""
     return Document(str(path), zeep.Transport(), settings=zeep.Settings())
+
+
+class _Endpoint(NamedTuple):
+    client: zeep.AsyncClient
+    service: Any
+    address: str
+    interface: str
 
 
 class UwsClient:
@@ -100,12 +111,21 @@ class UwsClient:
         transport = _Transport(client=http, wsdl_client=httpx.Client())
         # AsyncTransport replaces the headers of the client it is given: set ours after.
         http.headers["User-Agent"] = "provisioning-graph"
-        settings = zeep.Settings(raw_response=True)
-        device = zeep.AsyncClient(_document(DEVICE_WSDL), transport=transport, settings=settings)
-        session = zeep.AsyncClient(_document(SESSION_WSDL), transport=transport, settings=settings)
+        device = zeep.AsyncClient(_document(DEVICE_WSDL), transport=transport)
+        session = zeep.AsyncClient(_document(SESSION_WSDL), transport=transport)
         self._transport = transport
-        self._device = device.create_service(DEVICE_BINDING, f"{base}/{DEVICE_PATH}")
-        self._session_service = session.create_service(SESSION_BINDING, f"{base}/{SESSION_PATH}")
+        self._device = _Endpoint(
+            device,
+            device.create_service(DEVICE_BINDING, f"{base}/{DEVICE_PATH}"),
+            f"{base}/{DEVICE_PATH}",
+            "IDeviceService",
+        )
+        self._session_service = _Endpoint(
+            session,
+            session.create_service(SESSION_BINDING, f"{base}/{SESSION_PATH}"),
+            f"{base}/{SESSION_PATH}",
+            "ISessionService",
+        )
 
     @classmethod
     async def open(cls, base_url: str, **options: Any) -> "UwsClient":
@@ -184,7 +204,7 @@ class UwsClient:
 
     async def _send(
         self,
-        service: Any,
+        endpoint: "_Endpoint",
         operation: str,
         request: dict[str, Any],
         token: str | None,
@@ -195,11 +215,19 @@ class UwsClient:
             header = etree.Element(_TOKEN)
             header.text = token
             headers.append(header)
+        # zeep builds the envelope before a slot is taken: a slot is for the network only.
+        envelope = endpoint.client.create_message(
+            endpoint.service, operation, Input=request, _soapheaders=headers
+        )
+        http_headers = {
+            "SOAPAction": f'"{soap_action(endpoint.interface, operation)}"',
+            "Content-Type": "text/xml; charset=utf-8",
+        }
         try:
             # httpx's timeout bounds each read; this bounds the whole exchange, so a
             # reply that trickles in byte by byte cannot hold a caller forever.
             async with self._in_flight, asyncio.timeout(self._timeout_s):
-                response = await getattr(service, operation)(Input=request, _soapheaders=headers)
+                response = await self._transport.post_xml(endpoint.address, envelope, http_headers)
         except (TimeoutError, httpx.TimeoutException):
             raise UpstreamTimeout(operation, f"no reply within {self._timeout_s:g} s") from None
         except httpx.HTTPError as exc:
@@ -207,7 +235,12 @@ class UwsClient:
                 operation, f"transport error ({type(exc).__name__})"
             ) from None
         try:
-            return read(operation, response.status_code, response.content)
+            body = response.content
+            if len(body) < INLINE_REPLY_BYTES:
+                return read(operation, response.status_code, body)
+            # A long reply is read in a worker thread: lxml parses without the GIL, and
+            # the event loop meanwhile starts the next calls and takes their replies.
+            return await asyncio.to_thread(read, operation, response.status_code, body)
         except UpstreamError as exc:
             raise self._redacted(exc) from None
 

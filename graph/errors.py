@@ -9,13 +9,7 @@ from strawberry.extensions import SchemaExtension
 from models.instants import format_api_instant
 from resolvers.cursors import CursorError
 from resolvers.history import HistoryPagingError
-from soap.errors import (
-    UpstreamBadReply,
-    UpstreamError,
-    UpstreamFault,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
+from soap.errors import UpstreamBadReply, UpstreamError, UpstreamFault, UpstreamUnavailable
 
 BAD_USER_INPUT = "BAD_USER_INPUT"
 
@@ -30,20 +24,16 @@ def user_error(message: str, argument: str | None = None) -> GraphQLError:
 def _extensions(error: BaseException) -> dict[str, Any] | None:
     if isinstance(error, CursorError):
         return {"code": BAD_USER_INPUT}
+    if isinstance(error, HistoryPagingError):
+        return {"code": UpstreamBadReply.category}
+    if not isinstance(error, UpstreamError):
+        return None
+    extensions: dict[str, Any] = {"code": error.category}
     if isinstance(error, UpstreamFault):
-        return {"code": "UPSTREAM_FAULT", "upstreamCode": error.code}
-    if isinstance(error, UpstreamTimeout):
-        return {"code": "UPSTREAM_TIMEOUT"}
-    if isinstance(error, UpstreamUnavailable):
-        extensions: dict[str, Any] = {"code": "UPSTREAM_UNAVAILABLE"}
-        if error.status_code is not None:
-            extensions["httpStatus"] = error.status_code
-        return extensions
-    if isinstance(error, UpstreamBadReply | HistoryPagingError):
-        return {"code": "UPSTREAM_BAD_REPLY"}
-    if isinstance(error, UpstreamError):
-        return {"code": "UPSTREAM_ERROR"}
-    return None
+        extensions["upstreamCode"] = error.code
+    if isinstance(error, UpstreamUnavailable) and error.status_code is not None:
+        extensions["httpStatus"] = error.status_code
+    return extensions
 
 
 class ResponseExtensions(SchemaExtension):

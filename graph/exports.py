@@ -1,7 +1,7 @@
 """CSV exports for spreadsheets, streamed as the upstream pages arrive.
 
     GET /exports/provisioning-history.csv?kind=MEID&identifier=...&occurredAfter=...
-    GET /exports/provisioning-report.csv?jobId=...   (or the report's own parameters)
+    GET /exports/provisioning-report.csv?jobId=<the job's id>   (or the report's parameters)
 
 Parameters are named like the GraphQL arguments; list parameters repeat (eventTypes=a&
 eventTypes=b). Files are RFC 4180 (CRLF, quotes doubled) with a header row. Input errors
@@ -15,15 +15,16 @@ import io
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from graph.context import Services
-from models.devices import IDENTIFIER_KINDS
+from graph.context import Services, context_for
+from graph.devices import DeviceIdentifierKind, identifier_record
+from graph.reports import job_id_of
 from models.devices import DeviceIdentifier as IdentifierRecord
 from models.events import ProvisioningEvent
 from models.instants import InvalidInstant, format_api_instant, parse_instant
-from models.principal import LOCAL_DEVELOPER
 from resolvers.history import HistoryPager, matcher
 from resolvers.reports import Progress, report_json, request_json, run_report, spec_json
 from resolvers.upstream import Cost
@@ -66,9 +67,8 @@ def _error(status: int, message: str, code: str) -> JSONResponse:
 def _upstream_error(error: UpstreamError) -> JSONResponse:
     if isinstance(error, UpstreamFault) and error.code == DEVICE_NOT_FOUND:
         return _error(404, "The upstream does not know this device.", "NOT_FOUND")
-    if isinstance(error, UpstreamTimeout):
-        return _error(504, error.message, "UPSTREAM_TIMEOUT")
-    return _error(502, str(error), "UPSTREAM_ERROR")
+    status = 504 if isinstance(error, UpstreamTimeout) else 502
+    return _error(status, str(error), error.category)
 
 
 def _instant(request: Request, name: str, default: int | None = None) -> int:
@@ -84,11 +84,13 @@ def _instant(request: Request, name: str, default: int | None = None) -> int:
 
 
 def _device(kind: str, identifier: str) -> IdentifierRecord:
-    if kind.lower() not in IDENTIFIER_KINDS:
-        raise BadParameter(f"kind must be one of {', '.join(k.upper() for k in IDENTIFIER_KINDS)}")
-    if not identifier.isalnum() or len(identifier) > 64:
-        raise BadParameter("identifier must be 1 to 64 letters or digits")
-    return IdentifierRecord(kind.lower(), identifier.upper())
+    try:
+        return identifier_record(DeviceIdentifierKind[kind.upper()], identifier)
+    except KeyError:
+        kinds = ", ".join(k.name for k in DeviceIdentifierKind)
+        raise BadParameter(f"kind must be one of {kinds}") from None
+    except GraphQLError as error:
+        raise BadParameter(error.message) from None
 
 
 def _filter(request: Request) -> list[list[str] | None] | None:
@@ -151,7 +153,12 @@ async def report_csv(request: Request) -> Response:
     services: Services = request.app.state.services
     job_id = request.query_params.get("jobId")
     if job_id is not None:
-        job = await services.jobs.get(job_id, LOCAL_DEVELOPER.subject)
+        try:
+            raw_id = job_id_of(job_id)
+        except GraphQLError as error:
+            return _error(400, error.message, "BAD_USER_INPUT")
+        caller = context_for(request).principal
+        job = await services.jobs.get(raw_id, caller.subject) if raw_id else None
         if job is None:
             return _error(404, "No such report job.", "NOT_FOUND")
         if job.result is None:

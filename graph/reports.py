@@ -279,35 +279,39 @@ async def start_provisioning_report(
     return StartProvisioningReportPayload(job=ProvisioningReportJob.of(job), user_errors=[])
 
 
-def _job_id(value: str) -> str | None:
+def job_id_of(value: str) -> str | None:
+    """The job a global id names, or None for an id of something else."""
     type_name, parts = parse_global_id(value)
     return parts[0] if type_name == "ProvisioningReportJob" and len(parts) == 1 else None
+
+
+async def _job(
+    info: strawberry.Info, id: strawberry.ID, cancel: bool
+) -> ProvisioningReportJob | None:
+    job_id = job_id_of(id)
+    if job_id is None:
+        return None
+    jobs, owner = info.context.services.jobs, info.context.principal.subject
+    job = await (jobs.cancel(job_id, owner) if cancel else jobs.get(job_id, owner))
+    return ProvisioningReportJob.of(job) if job else None
 
 
 async def provisioning_report_job(
     info: strawberry.Info, id: strawberry.ID
 ) -> ProvisioningReportJob | None:
-    job_id = _job_id(id)
-    if job_id is None:
-        return None
-    job = await info.context.services.jobs.get(job_id, info.context.principal.subject)
-    return ProvisioningReportJob.of(job) if job else None
+    return await _job(info, id, cancel=False)
 
 
 async def cancel_provisioning_report(
     info: strawberry.Info, id: strawberry.ID
 ) -> ProvisioningReportJob | None:
-    job_id = _job_id(id)
-    if job_id is None:
-        return None
-    job = await info.context.services.jobs.cancel(job_id, info.context.principal.subject)
-    return ProvisioningReportJob.of(job) if job else None
+    return await _job(info, id, cancel=True)
 
 
 async def provisioning_report_progress(
     info: strawberry.Info, job_id: strawberry.ID
 ) -> AsyncGenerator[ProvisioningReportJob, None]:
-    job = _job_id(job_id)
+    job = job_id_of(job_id)
     if job is None:
         raise user_error(f"{job_id!r} is not a report job id.", "jobId")
     async for state in info.context.services.jobs.watch(job, info.context.principal.subject):

@@ -201,7 +201,7 @@ async def run_report(
             except UpstreamFault as fault:
                 failures.append(Failure(device, fault.code, fault.fault_message))
             except UpstreamError as error:
-                failures.append(Failure(device, type(error).__name__, error.message))
+                failures.append(Failure(device, error.category, error.message))
             progress.devices_done += 1
             if on_device is not None:
                 await on_device()

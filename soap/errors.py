@@ -6,6 +6,8 @@ class UpstreamError(Exception):
 
     transient = False
     """Whether the same call may succeed if simply tried again later."""
+    category = "UPSTREAM_ERROR"
+    """The error's code wherever the API reports it (GraphQL, report failures, exports)."""
 
     def __init__(self, operation: str, message: str) -> None:
         super().__init__(f"{operation}: {message}")
@@ -15,6 +17,8 @@ class UpstreamError(Exception):
 
 class UpstreamFault(UpstreamError):
     """The upstream answered with a SOAP fault."""
+
+    category = "UPSTREAM_FAULT"
 
     def __init__(self, operation: str, code: str, message: str) -> None:
         super().__init__(operation, f"{code}: {message}")
@@ -27,6 +31,7 @@ class UpstreamUnavailable(UpstreamError):
     """The upstream could not be reached, or answered with an HTTP error and no fault."""
 
     transient = True
+    category = "UPSTREAM_UNAVAILABLE"
 
     def __init__(self, operation: str, message: str, status_code: int | None = None) -> None:
         super().__init__(operation, message)
@@ -37,7 +42,10 @@ class UpstreamTimeout(UpstreamError):
     """No complete answer within the configured timeout."""
 
     transient = True
+    category = "UPSTREAM_TIMEOUT"
 
 
 class UpstreamBadReply(UpstreamError):
     """An answer that is not a SOAP envelope: an HTML page, truncated XML, an empty body."""
+
+    category = "UPSTREAM_BAD_REPLY"

@@ -378,6 +378,7 @@ async def test_csv_quotes_commas_quotes_and_newlines(api):
     [
         ({"kind": "IMEI", "identifier": "000000000000000"}, 404, "NOT_FOUND"),
         ({"kind": "NOPE", "identifier": "1"}, 400, "BAD_USER_INPUT"),
+        ({"kind": "IMEI", "identifier": "12'3"}, 400, "BAD_USER_INPUT"),
         (
             {"kind": "ESN", "identifier": "09123456123", "occurredAfter": "soon"},
             400,
@@ -419,6 +420,21 @@ async def test_an_upstream_failure_mid_stream_is_no_complete_file(api):
     with pytest.raises(httpx.HTTPError):
         await download()
     assert statuses == [200]
+
+
+async def test_the_report_csv_of_an_unknown_or_malformed_job(api):
+    from graph.relay import global_id
+
+    async with httpx.AsyncClient() as http:
+        missing = await http.get(
+            f"{api.base_url}/exports/provisioning-report.csv",
+            params={"jobId": global_id("ProvisioningReportJob", "0" * 32)},
+        )
+        malformed = await http.get(
+            f"{api.base_url}/exports/provisioning-report.csv", params={"jobId": "%%%"}
+        )
+    assert (missing.status_code, missing.json()["code"]) == (404, "NOT_FOUND")
+    assert (malformed.status_code, malformed.json()["code"]) == (400, "BAD_USER_INPUT")
 
 
 async def test_the_report_csv_matches_the_report(api):
@@ -464,13 +480,11 @@ async def test_the_report_csv_of_a_finished_job(api):
             GraphQLRequest(PROGRESS, variable_values={"jobId": job_id})
         ):
             pass
-    from graph.relay import parse_global_id
-
-    raw_id = parse_global_id(job_id)[1][0]
     async with httpx.AsyncClient() as http:
         response = await http.get(
-            f"{api.base_url}/exports/provisioning-report.csv", params={"jobId": raw_id}
+            f"{api.base_url}/exports/provisioning-report.csv", params={"jobId": job_id}
         )
+    assert response.status_code == 200
     rows = parse_csv(response.text)
     total = sum(len(api.simulator.fleet.history(d)) for d in devices)
     assert sum(int(r[1]) for r in rows[1:]) == total

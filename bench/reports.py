@@ -85,7 +85,7 @@ async def report(base: str, devices: list[dict], latency_s: float) -> bool:
             job = job.json()["data"]["provisioningReportJob"]
             if job["state"] not in ("QUEUED", "RUNNING"):
                 break
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.1)
         wall = time.perf_counter() - started
     calls = job["progress"]["upstreamCalls"]
     ideal = calls * latency_s / CONCURRENCY

@@ -1,22 +1,21 @@
-"""The UWS v2 client: zeep's async client over httpx, with session handling and timeouts.
+"""The UWS v2 client: zeep-built requests over aiohttp, with session handling and timeouts.
 
 zeep builds every request from the WSDL under ``soap/wsdl`` (loaded once, off the event
-loop) and its httpx transport sends it; replies are read by ``soap.replies`` because
-zeep's reply parsing is an order of magnitude slower than lxml's. Every failure surfaces
-as a ``soap.errors`` type.
+loop); aiohttp sends it. Measured here, an exchange costs aiohttp ~0.3 ms of CPU against
+httpx's ~1.6 ms, and a fleet report makes thousands of them on one event loop. Replies
+are read by ``soap.replies`` because zeep's reply parsing is an order of magnitude slower
+than lxml's. Every failure surfaces as a ``soap.errors`` type.
 """
 
 import asyncio
-import socket
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-import httpx
+import aiohttp
 import zeep
 from lxml import etree
-from zeep.transports import AsyncTransport
 from zeep.wsdl import Document
 from zeep.wsdl.utils import etree_to_string
 
@@ -45,19 +44,6 @@ INLINE_REPLY_BYTES = 4096
 _SESSION_FAULTS = frozenset({SESSION_EXPIRED, SESSION_INVALID})
 
 
-class _Transport(AsyncTransport):
-    """zeep's AsyncTransport, minus its debug log of every request body.
-
-    That log line would write the session token and, for LogIn, the password.
-    """
-
-    async def post_xml(self, address: str, envelope: Any, headers: dict[str, str]) -> Any:
-        response = await self.client.post(
-            address, content=etree_to_string(envelope), headers=headers
-        )
-        return response
-
-
 @cache
 def _document(path: Path) -> Document:
     """A parsed WSDL, shared by every client of the process: parsing one costs ~100 ms."""
@@ -65,7 +51,7 @@ def _document(path: Path) -> Document:
 
 
 class _Endpoint(NamedTuple):
-    client: zeep.AsyncClient
+    client: zeep.Client
     service: Any
     address: str
     interface: str
@@ -82,7 +68,6 @@ class UwsClient:
         token: str | None = None,
         username: str | None = None,
         password: str | None = None,
-        http: httpx.AsyncClient | None = None,
         max_in_flight: int = 8,
     ) -> None:
         if not token and not (username and password):
@@ -99,21 +84,14 @@ class UwsClient:
         # the real service, which throttles.
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._secrets = tuple(s for s in (token, password) if s)
-        http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s),
-            transport=httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-                # A request's head and body can leave in separate writes: with Nagle's
-                # algorithm on, the body would wait for the head's delayed ACK (40 ms).
-                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-            ),
-        )
-        transport = _Transport(client=http, wsdl_client=httpx.Client())
-        # AsyncTransport replaces the headers of the client it is given: set ours after.
-        http.headers["User-Agent"] = "provisioning-graph"
-        device = zeep.AsyncClient(_document(DEVICE_WSDL), transport=transport)
-        session = zeep.AsyncClient(_document(SESSION_WSDL), transport=transport)
-        self._transport = transport
+        # Made on first use: an aiohttp session belongs to the running event loop, and
+        # ``open`` builds the client in a thread.
+        self._http: aiohttp.ClientSession | None = None
+        # zeep only builds envelopes here (no I/O): the WSDL documents' own transport
+        # serves as the clients' required one.
+        device_wsdl, session_wsdl = _document(DEVICE_WSDL), _document(SESSION_WSDL)
+        device = zeep.Client(device_wsdl, transport=device_wsdl.transport)
+        session = zeep.Client(session_wsdl, transport=session_wsdl.transport)
         self._device = _Endpoint(
             device,
             device.create_service(DEVICE_BINDING, f"{base}/{DEVICE_PATH}"),
@@ -133,8 +111,21 @@ class UwsClient:
         return await asyncio.to_thread(cls, base_url, **options)
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
-        self._transport.wsdl_client.close()
+        if self._http is not None:
+            await self._http.close()
+
+    def _session_for_loop(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                # aiohttp turns Nagle's algorithm off on its connections: a request's
+                # body never waits for the delayed ACK of its head.
+                connector=aiohttp.TCPConnector(limit=64),
+                timeout=aiohttp.ClientTimeout(
+                    sock_connect=self._timeout_s, sock_read=self._timeout_s
+                ),
+                headers={"User-Agent": "provisioning-graph"},
+            )
+        return self._http
 
     async def get_device_provisioning_history(
         self, device: DeviceIdentifier, earliest: int, latest: int
@@ -216,31 +207,37 @@ class UwsClient:
             header.text = token
             headers.append(header)
         # zeep builds the envelope before a slot is taken: a slot is for the network only.
-        envelope = endpoint.client.create_message(
-            endpoint.service, operation, Input=request, _soapheaders=headers
+        envelope = etree_to_string(
+            endpoint.client.create_message(
+                endpoint.service, operation, Input=request, _soapheaders=headers
+            )
         )
+        http = self._session_for_loop()
         http_headers = {
             "SOAPAction": f'"{soap_action(endpoint.interface, operation)}"',
             "Content-Type": "text/xml; charset=utf-8",
         }
         try:
-            # httpx's timeout bounds each read; this bounds the whole exchange, so a
-            # reply that trickles in byte by byte cannot hold a caller forever.
-            async with self._in_flight, asyncio.timeout(self._timeout_s):
-                response = await self._transport.post_xml(endpoint.address, envelope, http_headers)
-        except (TimeoutError, httpx.TimeoutException):
+            # aiohttp's timeouts bound each connect and read; this bounds the whole
+            # exchange, so a reply that trickles in byte by byte cannot hold a caller.
+            async with (
+                self._in_flight,
+                asyncio.timeout(self._timeout_s),
+                http.post(endpoint.address, data=envelope, headers=http_headers) as response,
+            ):
+                status, body = response.status, await response.read()
+        except TimeoutError:
             raise UpstreamTimeout(operation, f"no reply within {self._timeout_s:g} s") from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(
                 operation, f"transport error ({type(exc).__name__})"
             ) from None
         try:
-            body = response.content
             if len(body) < INLINE_REPLY_BYTES:
-                return read(operation, response.status_code, body)
+                return read(operation, status, body)
             # A long reply is read in a worker thread: lxml parses without the GIL, and
             # the event loop meanwhile starts the next calls and takes their replies.
-            return await asyncio.to_thread(read, operation, response.status_code, body)
+            return await asyncio.to_thread(read, operation, status, body)
         except UpstreamError as exc:
             raise self._redacted(exc) from None
 

@@ -1,22 +1,42 @@
-"""Who is calling: carried by every request, so authorization fills in, not retrofits."""
+"""Who is calling, and what callers may be allowed to do."""
 
 from dataclasses import dataclass
+
+SCOPES: dict[str, str] = {
+    "history:read": "devices and their provisioning histories (GraphQL and the history CSV)",
+    "recipes:read": "recipes of the caller's organizations, and their events (subscriptions)",
+    "recipes:write": "create recipes and change their status, in the caller's organizations",
+    "reports:read": "run reports in the request, read the caller's report jobs and their CSV",
+    "reports:write": "start and cancel report jobs",
+}
+"""Every scope a credential can carry, with what it grants."""
+
+ALL_ORGANIZATIONS = "*"
+"""As a credential's organization: every organization (operators and local development)."""
 
 
 @dataclass(frozen=True)
 class Principal:
     subject: str
+    """Stable and unique per caller: report jobs belong to it, rate limits count by it."""
     organizations: frozenset[str]
-    """Organization uids whose recipes, events and jobs this caller may see."""
+    """Organization uids whose recipes, events and subscriptions this caller may see."""
     scopes: frozenset[str]
     account_id: int | None = None
+    """Set as the ``originator.accountId`` of the events this caller's mutations emit."""
     all_organizations: bool = False
-    """True only for the local development principal, until authentication exists."""
+    """A credential issued for ``ALL_ORGANIZATIONS``."""
+
+    def may_see(self, organization_uid: str | None) -> bool:
+        if self.all_organizations:
+            return True
+        return organization_uid is not None and organization_uid in self.organizations
 
 
 LOCAL_DEVELOPER = Principal(
     subject="local-developer",
     organizations=frozenset(),
-    scopes=frozenset({"history:read"}),
+    scopes=frozenset(SCOPES),
     all_organizations=True,
 )
+"""Only where authentication is switched off, which only a loopback bind allows."""

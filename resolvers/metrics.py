@@ -1,0 +1,48 @@
+"""The process's Prometheus metrics, served at ``GET /metrics``.
+
+They live in prometheus_client's default registry, beside its process collectors
+(memory, CPU, open files). Labels take only bounded values: operation names from the
+schema or the WSDL, outcome codes, never identifiers or user input.
+"""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "provgraph_requests",
+    "GraphQL operations and CSV exports served, by operation name and outcome "
+    "(ok, or the first error's code).",
+    ["operation", "outcome"],
+)
+UPSTREAM_CALLS = Counter(
+    "provgraph_upstream_calls",
+    "UWS calls made, by operation and outcome (ok, or the error's code).",
+    ["operation", "outcome"],
+)
+UPSTREAM_SECONDS = Histogram(
+    "provgraph_upstream_call_seconds",
+    "Time of one UWS call attempt, by operation.",
+    ["operation"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+UPSTREAM_RETRIES = Counter(
+    "provgraph_upstream_retries",
+    "UWS calls retried after a transient failure, by operation.",
+    ["operation"],
+)
+CIRCUIT_STATE = Gauge(
+    "provgraph_upstream_circuit_state",
+    "The upstream circuit breaker: 0 closed, 1 half-open (probing), 2 open.",
+)
+CACHE_LOOKUPS = Counter(
+    "provgraph_cache_lookups",
+    "Window and device-list cache lookups, by result (hit, miss, stale).",
+    ["result"],
+)
+OPEN_SUBSCRIPTIONS = Gauge(
+    "provgraph_open_subscriptions",
+    "GraphQL subscriptions currently open on this process.",
+)
+RATE_LIMITED = Counter(
+    "provgraph_rate_limited",
+    "Requests refused with 429 by the per-credential rate limit.",
+)

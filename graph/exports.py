@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from graph.context import Services, context_for
 from graph.devices import DeviceIdentifierKind, identifier_record
+from graph.permissions import FORBIDDEN
 from graph.reports import job_id_of
 from models.devices import DeviceIdentifier as IdentifierRecord
 from models.events import ProvisioningEvent
@@ -62,6 +63,13 @@ def _csv(rows: Iterable[list[Any]]) -> str:
 
 def _error(status: int, message: str, code: str) -> JSONResponse:
     return JSONResponse({"error": message, "code": code}, status_code=status)
+
+
+def _forbidden(request: Request, scope: str) -> JSONResponse | None:
+    """403 unless the caller's credential carries ``scope``; checked before any work."""
+    if scope in context_for(request).principal.scopes:
+        return None
+    return _error(403, f"This needs the {scope} scope.", FORBIDDEN)
 
 
 def _upstream_error(error: UpstreamError) -> JSONResponse:
@@ -115,6 +123,8 @@ def _event_row(event: ProvisioningEvent) -> list[Any]:
 
 
 async def history_csv(request: Request) -> Response:
+    if refusal := _forbidden(request, "history:read"):
+        return refusal
     services: Services = request.app.state.services
     try:
         device = _device(
@@ -150,6 +160,8 @@ async def history_csv(request: Request) -> Response:
 
 
 async def report_csv(request: Request) -> Response:
+    if refusal := _forbidden(request, "reports:read"):
+        return refusal
     services: Services = request.app.state.services
     job_id = request.query_params.get("jobId")
     if job_id is not None:

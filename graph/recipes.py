@@ -542,7 +542,7 @@ def _accepts(
             return False
         if organization_uid is not None and row.organization_uid != organization_uid:
             return False
-        return principal.all_organizations or row.organization_uid in principal.organizations
+        return principal.may_see(row.organization_uid)
 
     return accepts
 

@@ -9,6 +9,7 @@ from strawberry.schema.config import StrawberryConfig
 from graph import devices as device_fields
 from graph import recipes, reports
 from graph.errors import ResponseExtensions
+from graph.permissions import needs, require
 from graph.relay import Node, parse_global_id
 from graph.scalars import SCALARS
 from models.devices import IDENTIFIER_KINDS
@@ -16,12 +17,16 @@ from models.devices import IDENTIFIER_KINDS
 
 async def node(info: strawberry.Info, id: strawberry.ID) -> Node | None:
     type_name, parts = parse_global_id(id)
+    principal = info.context.principal
     if type_name == "Device" and len(parts) == 2 and parts[0] in IDENTIFIER_KINDS:
+        require(principal, "history:read")
         kind = device_fields.DeviceIdentifierKind(parts[0])
         return await device_fields.device(info, kind, parts[1])
     if type_name == "ProvisioningRecipe" and len(parts) == 1:
+        require(principal, "recipes:read")
         return await recipes.provisioning_recipe(info, parts[0])
     if type_name == "ProvisioningReportJob":
+        require(principal, "reports:read")
         return await reports.provisioning_report_job(info, id)
     return None
 
@@ -29,52 +34,74 @@ async def node(info: strawberry.Info, id: strawberry.ID) -> Node | None:
 @strawberry.type
 class Query:
     node: Node | None = strawberry.field(
-        resolver=node, description="The object with this global id, or null when there is none."
+        resolver=node,
+        description="The object with this global id, or null when there is none or it is "
+        "not the caller's to see. Needs the scope of its type: history:read for a Device, "
+        "recipes:read for a ProvisioningRecipe, reports:read for a ProvisioningReportJob.",
     )
     device: device_fields.Device | None = strawberry.field(
         resolver=device_fields.device,
-        description="The device with this identifier, or null when the upstream does not know it.",
+        description="The device with this identifier, or null when the upstream does not know "
+        "it. Needs history:read.",
+        extensions=needs("history:read"),
     )
     devices: device_fields.DeviceConnection = strawberry.field(
         resolver=device_fields.devices,
         description="The account's devices in the upstream's order (GetDeviceList, 2,000 a "
-        "call); 50 a page unless first (at most 500) says otherwise.",
+        "call); 50 a page unless first (at most 500) says otherwise. Needs history:read.",
+        extensions=needs("history:read"),
     )
     provisioning_recipe: recipes.ProvisioningRecipe | None = strawberry.field(
-        resolver=recipes.provisioning_recipe
+        resolver=recipes.provisioning_recipe,
+        description="The recipe with this uid, or null when there is none in the caller's "
+        "organizations. Needs recipes:read.",
+        extensions=needs("recipes:read"),
     )
     provisioning_recipes: recipes.ProvisioningRecipeConnection = strawberry.field(
         resolver=recipes.provisioning_recipes,
-        description="Recipes in creation order (keyset pages, stable under inserts).",
+        description="Recipes of the caller's organizations in creation order (keyset pages, "
+        "stable under inserts). Needs recipes:read.",
+        extensions=needs("recipes:read"),
     )
     provisioning_report: reports.ProvisioningReport = strawberry.field(
         resolver=reports.provisioning_report,
         description="A report over the devices' histories, computed in this request; "
-        "for large fleets start a job instead. Its cost is in extensions.cost.",
+        "for large fleets start a job instead. Its cost is in extensions.cost. Needs "
+        "reports:read.",
+        extensions=needs("reports:read"),
     )
     provisioning_report_job: reports.ProvisioningReportJob | None = strawberry.field(
         resolver=reports.provisioning_report_job,
-        description="A report job of the caller's, from any replica.",
+        description="A report job of the caller's, from any replica. Needs reports:read.",
+        extensions=needs("reports:read"),
     )
 
 
 @strawberry.type
 class Mutation:
     create_provisioning_recipe: recipes.CreateProvisioningRecipePayload = strawberry.mutation(
-        resolver=recipes.create_provisioning_recipe
+        resolver=recipes.create_provisioning_recipe,
+        description="A recipe for one of the caller's organizations, announced to "
+        "subscribers. Needs recipes:write.",
+        extensions=needs("recipes:write"),
     )
     update_provisioning_recipe_status: recipes.UpdateProvisioningRecipeStatusPayload = (
         strawberry.mutation(
             resolver=recipes.update_provisioning_recipe_status,
             description="Pending -> Applied | Failed | Invalid; Failed -> Pending (a retry). "
-            "Applied and Invalid are final.",
+            "Applied and Invalid are final. Needs recipes:write.",
+            extensions=needs("recipes:write"),
         )
     )
     start_provisioning_report: reports.StartProvisioningReportPayload = strawberry.mutation(
-        resolver=reports.start_provisioning_report
+        resolver=reports.start_provisioning_report,
+        description="A report job that belongs to the caller. Needs reports:write.",
+        extensions=needs("reports:write"),
     )
     cancel_provisioning_report: reports.ProvisioningReportJob | None = strawberry.mutation(
-        resolver=reports.cancel_provisioning_report
+        resolver=reports.cancel_provisioning_report,
+        description="Stops a job of the caller's. Needs reports:write.",
+        extensions=needs("reports:write"),
     )
 
 
@@ -84,16 +111,21 @@ class Subscription:
         resolver=recipes.provisioning_recipe_created,
         description="Live recipe creations, optionally for one organization. With "
         "`after` (an event id) the stream first replays every later event it still "
-        "keeps, then goes live, so a client that reconnects misses nothing.",
+        "keeps, then goes live, so a client that reconnects misses nothing. Only the "
+        "caller's organizations. Needs recipes:read.",
+        extensions=needs("recipes:read"),
     )
     provisioning_recipe_events: recipes.ProvisioningRecipeEvent = strawberry.subscription(
         resolver=recipes.provisioning_recipe_events,
-        description="Creations and status changes together, in the order they happened.",
+        description="Creations and status changes together, in the order they happened. "
+        "Only the caller's organizations. Needs recipes:read.",
+        extensions=needs("recipes:read"),
     )
     provisioning_report_progress: reports.ProvisioningReportJob = strawberry.subscription(
         resolver=reports.provisioning_report_progress,
         description="Progress of a report job until it ends; the last message carries the "
-        "final state.",
+        "final state. Needs reports:read.",
+        extensions=needs("reports:read"),
     )
 
 

@@ -27,6 +27,12 @@ class Principal:
     all_organizations: bool = False
     """A credential issued for ``ALL_ORGANIZATIONS``."""
 
+    def __post_init__(self) -> None:
+        # Recipes store organization uids in lower case; credentials may be typed either way.
+        object.__setattr__(
+            self, "organizations", frozenset(uid.lower() for uid in self.organizations)
+        )
+
     def may_see(self, organization_uid: str | None) -> bool:
         if self.all_organizations:
             return True

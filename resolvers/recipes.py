@@ -222,7 +222,7 @@ class RecipeStore:
         device_exists: Callable[[DeviceIdentifier], Awaitable[bool]],
     ) -> Outcome:
         new, errors = validate(new)
-        if new.organization_uid and not _may_see(principal, new.organization_uid):
+        if new.organization_uid and not principal.may_see(new.organization_uid):
             errors.append(
                 UserError(
                     ["input", "organizationUid"],
@@ -265,7 +265,10 @@ class RecipeStore:
             policy_uid=new.policy_uid,
             location_uid=new.location_uid,
             originator_account_id=principal.account_id,
-            originator_organization_uid=next(iter(sorted(principal.organizations)), None),
+            # The organization the caller acted for; none for an all-organizations operator.
+            originator_organization_uid=(
+                new.organization_uid if new.organization_uid in principal.organizations else None
+            ),
             device_kind=new.device.kind if new.device else None,
             device_identifier=new.device.identifier if new.device else None,
             idempotency_key=new.idempotency_key,
@@ -340,7 +343,7 @@ class RecipeStore:
                 .with_for_update()
             )
             recipe = found.first()
-            if recipe is None or not _may_see(principal, recipe.organization_uid):
+            if recipe is None or not principal.may_see(recipe.organization_uid):
                 return Outcome(
                     errors=[UserError(["input", "uid"], "NOT_FOUND", "No recipe has this uid.")]
                 )
@@ -372,7 +375,7 @@ class RecipeStore:
                 select(ProvisioningRecipe).where(ProvisioningRecipe.uid == uid.lower())
             )
             recipe = found.first()
-        return recipe if recipe and _may_see(principal, recipe.organization_uid) else None
+        return recipe if recipe and principal.may_see(recipe.organization_uid) else None
 
     def _filtered(self, query: Any, where: RecipeFilter, principal: Principal) -> Any:
         if where.organization_uid is not None:
@@ -460,7 +463,3 @@ class RecipeStore:
                     OutboxEvent.__table__.c.created_at < older_than
                 )  # type: ignore[attr-defined]
             )
-
-
-def _may_see(principal: Principal, organization_uid: str) -> bool:
-    return principal.all_organizations or organization_uid in principal.organizations

@@ -20,7 +20,13 @@ from soap.contract import (
     SESSION_INVALID,
     SOAP_ENV,
 )
-from soap.errors import UpstreamBadReply, UpstreamFault, UpstreamTimeout, UpstreamUnavailable
+from soap.errors import (
+    UpstreamBadReply,
+    UpstreamError,
+    UpstreamFault,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from soap.simulator.fleet import SEED_TOKEN
 
 DATA = Path(__file__).parent / "data"
@@ -295,6 +301,23 @@ async def test_injected_fault_keeps_its_code_without_service_prefix(uws, upstrea
     with pytest.raises(UpstreamFault) as caught:
         await uws.get_device_provisioning_history(SEED_MEID, *JAN_2017)
     assert caught.value.code == "REQUEST_FAILED.AccountNotFound"
+
+
+async def test_random_failures_come_at_the_set_rate_in_the_set_kinds(uws, upstream):
+    knobs = upstream.simulator.state.knobs
+    knobs.failure_rate, knobs.failure_mix = 0.25, "http503,fault"
+    outcomes: dict[str, int] = {}
+    for _ in range(200):
+        try:
+            await uws.get_device_provisioning_history(SEED_MEID, *JAN_2017)
+            outcome = "ok"
+        except UpstreamError as error:
+            outcome = type(error).__name__
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert set(outcomes) == {"ok", "UpstreamUnavailable", "UpstreamFault"}
+    assert 25 <= 200 - outcomes["ok"] <= 75  # 50 expected
+    knobs.failure_rate = 0.0
+    await uws.get_device_provisioning_history(SEED_MEID, *JAN_2017)
 
 
 async def test_a_hang_becomes_a_timeout(upstream):

@@ -210,7 +210,7 @@ class Simulator:
         if request.method == "POST":
             change = await request.json()
             knobs = self.state.knobs
-            for name in ("latency_s", "hang_s", "session_idle_s", "device_list_cap", "fault_code"):
+            for name in vars(knobs):
                 if name in change:
                     setattr(knobs, name, type(getattr(knobs, name))(change[name]))
             for failure in change.get("fail", []):
@@ -355,14 +355,18 @@ def create_app() -> Starlette:
     """A simulator alone, configured from the environment (for ``uvicorn --factory``):
     SIMULATOR_SEED, SIMULATOR_DEVICES (ordinary devices), SIMULATOR_BULK (comma-separated
     sizes of extra long histories), SIMULATOR_LATENCY_MS, SIMULATOR_WARM (any value: make
-    the histories at start)."""
+    the histories at start), SIMULATOR_FAILURE_RATE (share of calls that fail at random,
+    as SIMULATOR_FAILURE_MIX says: comma-separated failure kinds)."""
     fleet = Fleet(
         seed=int(os.environ.get("SIMULATOR_SEED", "2017")),
         ordinary=int(os.environ.get("SIMULATOR_DEVICES", "300")),
         bulk=tuple(int(n) for n in os.environ.get("SIMULATOR_BULK", "").split(",") if n),
     )
     simulator = Simulator(fleet)
-    simulator.state.knobs.latency_s = float(os.environ.get("SIMULATOR_LATENCY_MS", "0")) / 1000
+    knobs = simulator.state.knobs
+    knobs.latency_s = float(os.environ.get("SIMULATOR_LATENCY_MS", "0")) / 1000
+    knobs.failure_rate = float(os.environ.get("SIMULATOR_FAILURE_RATE", "0"))
+    knobs.failure_mix = os.environ.get("SIMULATOR_FAILURE_MIX", knobs.failure_mix)
     if os.environ.get("SIMULATOR_WARM"):
         # A real service has its data at hand: make every ordinary history up front, so
         # that a benchmark times the calls, not the simulator's first-touch generation.

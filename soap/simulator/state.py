@@ -1,5 +1,6 @@
 """What the simulator remembers between calls: sessions, call counts and knobs."""
 
+import random
 import secrets
 import threading
 import time
@@ -35,6 +36,10 @@ class Knobs:
     """Idle time after which a session token expires, as upstream."""
     device_list_cap: int = DEVICE_LIST_PAGE_CAP
     fault_code: str = "UnifiedWebService.REQUEST_FAILED.InternalError"
+    failure_rate: float = 0.0
+    """The share of calls, beyond those queued by ``fail_next``, that fail at random."""
+    failure_mix: str = "http503,fault"
+    """The kinds such random failures take, comma-separated, picked with equal odds."""
 
 
 @dataclass
@@ -56,6 +61,8 @@ class SimulatorState:
     _expired: set[str] = field(default_factory=set)
     """Tokens that ran out, remembered so that their callers hear "expired", not "invalid"."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _random: random.Random = field(default_factory=lambda: random.Random(2017))
+    """Seeded: a load run injects the same failures in the same order every time."""
 
     # Tests drive the simulator from another thread than the server's, hence the lock.
 
@@ -94,6 +101,9 @@ class SimulatorState:
                 if failure.operation in (None, operation):
                     self._failures.remove(failure)
                     return failure.kind
+            if self.knobs.failure_rate and self._random.random() < self.knobs.failure_rate:
+                kinds = [k for k in self.knobs.failure_mix.split(",") if k in FAILURE_KINDS]
+                return self._random.choice(kinds) if kinds else None
         return None
 
     def log_in(self, username: str, password: str) -> str | None:

@@ -20,7 +20,7 @@ $(AUDIT): tests/http_audit/package-lock.json
 	touch $(AUDIT)
 
 serve: $(STAMP)
-	$(BIN)/provgraph serve
+	$(BIN)/provgraph serve --dev
 
 test: $(STAMP) $(AUDIT)
 	$(BIN)/ruff check .

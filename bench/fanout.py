@@ -28,6 +28,7 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from bench.auth import headers, service_auth_environment
 from graph.settings import SIMULATOR_MOUNT
 from resolvers.database import create_engine, migrate
 from soap.simulator.background import serving, serving_process
@@ -61,7 +62,7 @@ class Subscriber:
         async with websockets.connect(
             url, subprotocols=["graphql-transport-ws"], max_queue=None, open_timeout=120
         ) as socket:
-            await socket.send(json.dumps({"type": "connection_init"}))
+            await socket.send(json.dumps({"type": "connection_init", "payload": headers()}))
             await socket.recv()  # connection_ack
             await socket.send(
                 json.dumps({"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIBE}})
@@ -108,7 +109,7 @@ async def measure(label: str, write_url: str, read_url: str, count: int, events:
     tasks = [asyncio.create_task(s.run(ws_url, stop)) for s in subscribers]
     await asyncio.gather(*(s.ready.wait() for s in subscribers))
     latencies: list[float] = []
-    async with httpx.AsyncClient(timeout=120) as http:
+    async with httpx.AsyncClient(timeout=120, headers=headers()) as http:
         await everyone_has(subscribers, [(await create(http, write_url, -1))[0]], 120)
         for number in range(events):  # one at a time: latency
             event_id, sent = await create(http, write_url, number)
@@ -159,6 +160,7 @@ async def main(count: int, events: int) -> None:
             "UWS_USERNAME": "demo",
             "UWS_PASSWORD": "demo",
             "SUBSCRIBER_QUEUE_SIZE": "100000",
+            **service_auth_environment(),
         }
         single = stack.enter_context(
             serving_process("graph.app:create_app", {**environment, "BROKER_URL": "memory://"})

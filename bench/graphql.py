@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 from graphql import GraphQLScalarType, build_schema, execute, parse, validate
 
+from bench.auth import headers, service_auth_settings
 from graph.app import create_app
 from graph.context import Context
 from graph.schema import schema
@@ -38,6 +39,7 @@ from soap.simulator.background import listening_socket, serving
 from soap.simulator.fleet import Fleet
 from soap.simulator.server import Simulator
 
+AUTH = headers()
 PAGE_BAR = 1.5
 LAST_BAR = 16
 END = "2026-06-01T00:00:00Z"
@@ -82,7 +84,9 @@ def floor(n: int, m: int) -> int:
 
 
 async def post(http: httpx.AsyncClient, base: str, query: str, variables: dict) -> dict:
-    response = await http.post(f"{base}/graphql", json={"query": query, "variables": variables})
+    response = await http.post(
+        f"{base}/graphql", json={"query": query, "variables": variables}, headers=AUTH
+    )
     body = response.json()
     assert "errors" not in body, body["errors"]
     return body
@@ -111,6 +115,7 @@ def serve(tmp: Path):
         _env_file=None,
         port=sock.getsockname()[1],
         database_url=f"sqlite+aiosqlite:///{tmp}/bench.db",
+        **service_auth_settings(),
     )
     app = create_app(settings, simulator)
     return simulator, app, serving(app, sock)

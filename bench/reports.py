@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.auth import headers, service_auth_environment
 from soap.simulator.background import Served, serving_process
 from soap.simulator.fleet import Fleet
 from soap.simulator.server import MOUNT
@@ -55,12 +56,13 @@ def service(upstream: Served, database: Path):
             "DATABASE_URL": f"sqlite+aiosqlite:///{database}",
             "UPSTREAM_CONCURRENCY": str(CONCURRENCY),
             "LOG_LEVEL": "warning",
+            **service_auth_environment(),
         },
     )
 
 
 async def report(base: str, devices: list[dict], latency_s: float) -> bool:
-    async with httpx.AsyncClient(base_url=base, timeout=600) as http:
+    async with httpx.AsyncClient(base_url=base, timeout=600, headers=headers()) as http:
         # Both processes answer only once started: wait for that outside the timing.
         assert (await http.get("/readyz")).status_code == 200
         started = time.perf_counter()
@@ -111,7 +113,7 @@ async def export(base: str, identifier: str) -> tuple[int, float]:
     rows, first_byte = 0, None
     started = time.perf_counter()
     async with (
-        httpx.AsyncClient(timeout=900) as http,
+        httpx.AsyncClient(timeout=900, headers=headers()) as http,
         http.stream("GET", f"{base}/exports/provisioning-history.csv", params=params) as response,
     ):
         response.raise_for_status()

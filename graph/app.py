@@ -1,27 +1,38 @@
 """The Starlette application: health endpoints, the embedded simulator, the GraphQL API."""
 
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
+from graph.auth import Authentication, check_settings, jwt_verifier
 from graph.context import Services
+from graph.development import development_token
 from graph.exports import history_csv, report_csv
 from graph.http import GraphQLApp
+from graph.middleware import REQUEST_ID_HEADER, BodyLimit, Deadline, RequestContext
+from graph.observability import metrics
+from graph.ratelimit import RateLimit
 from graph.schema import schema
 from graph.settings import SIMULATOR_MOUNT, Settings
+from resolvers.auth import Authenticator
 from resolvers.cache import UpstreamCache, backend_from_url
 from resolvers.cursors import CursorCodec
 from resolvers.database import create_engine, migrate, sessions
 from resolvers.events import EventHub, broker_from_url
-from resolvers.health import readiness
+from resolvers.health import is_ready, readiness
 from resolvers.jobs import ReportJobs
 from resolvers.recipes import RecipeStore
+from resolvers.resilience import CircuitBreaker, Resilience, RetryPolicy, per_second_limiter
+from resolvers.tokens import TokenStore
 from resolvers.upstream import CachePolicy, Upstream
 from soap.client import UwsClient
 from soap.errors import UpstreamError
@@ -45,17 +56,29 @@ async def readyz(request: Request) -> JSONResponse:
     checks = await readiness(
         settings.upstream_url, services.engine, settings.cache_url, settings.broker_url
     )
-    ready = all(state.startswith("ok") for state in checks.values())
+    circuit = services.upstream.resilience.breaker.state
+    ready = is_ready(checks, circuit)
     return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks},
+        {"status": "ready" if ready else "not ready", "checks": checks, "circuit": circuit},
         status_code=200 if ready else 503,
     )
 
 
-def create_app(settings: Settings | None = None, simulator: Simulator | None = None) -> Starlette:
-    """The whole service. Without UWS_BASE_URL it mounts (and talks to) a simulator."""
+def create_app(
+    settings: Settings | None = None,
+    simulator: Simulator | None = None,
+    *,
+    clock: Callable[[], float] | None = None,
+) -> Starlette:
+    """The whole service. Without UWS_BASE_URL it mounts (and talks to) a simulator.
+
+    ``clock`` stands in for time (cache freshness, the default range end, the upstream
+    circuit's cool-down) in tests.
+    """
     settings = settings or Settings()
     credentials = settings.upstream_credentials()
+    check_settings(settings)
+    jwts = jwt_verifier(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -69,6 +92,7 @@ def create_app(settings: Settings | None = None, simulator: Simulator | None = N
         if engine.dialect.name == "sqlite":
             await migrate(engine)  # the embedded default sets itself up
         recipes = RecipeStore(sessions(engine))
+        tokens = TokenStore(sessions(engine))
         hub = EventHub(
             recipes,
             broker_from_url(settings.broker_url),
@@ -77,9 +101,26 @@ def create_app(settings: Settings | None = None, simulator: Simulator | None = N
             retention=timedelta(seconds=settings.outbox_retention_s),
         )
         await hub.start()
+        retry = RetryPolicy(
+            settings.upstream_retry_attempts,
+            settings.upstream_retry_base_delay_s,
+            settings.upstream_retry_max_delay_s,
+        )
+        resilience = Resilience(
+            retry,
+            CircuitBreaker(
+                settings.upstream_circuit_threshold,
+                settings.upstream_circuit_cooldown_s,
+                clock or time.monotonic,
+            ),
+            per_second_limiter(settings.upstream_calls_per_second),
+        )
         cache = UpstreamCache(
             backend_from_url(settings.cache_url, settings.cache_max_events),
-            lock_ttl_s=settings.uws_timeout_s + 1,
+            # Other replicas wait out a load this long: every attempt and backoff of it.
+            lock_ttl_s=retry.attempts * (settings.uws_timeout_s + retry.max_delay_s) + 1,
+            stale_for_s=settings.cache_stale_for_s,
+            clock=clock or time.time,
         )
         policy = CachePolicy(
             settle_s=settings.cache_settle_s,
@@ -87,7 +128,7 @@ def create_app(settings: Settings | None = None, simulator: Simulator | None = N
             recent_ttl_s=settings.cache_ttl_recent_s,
             device_list_ttl_s=settings.device_list_ttl_s,
         )
-        upstream = Upstream(uws, cache, policy)
+        upstream = Upstream(uws, cache, policy, resilience, clock or time.time)
         jobs = ReportJobs(sessions(engine), upstream, settings.upstream_concurrency)
         app.state.services = Services(
             settings=settings,
@@ -98,6 +139,9 @@ def create_app(settings: Settings | None = None, simulator: Simulator | None = N
             recipes=recipes,
             hub=hub,
             jobs=jobs,
+            tokens=tokens,
+            authenticator=Authenticator(tokens, jwts, disabled=settings.auth_disabled),
+            development_token=await development_token(settings, tokens),
         )
         try:
             yield
@@ -112,10 +156,14 @@ def create_app(settings: Settings | None = None, simulator: Simulator | None = N
             await uws.aclose()
             await engine.dispose()
 
-    graphql = GraphQLApp(schema, keep_alive=True, keep_alive_interval=15)
+    # Browsers' cross-origin handshakes are refused unless ALLOWED_ORIGINS lists the origin.
+    graphql = GraphQLApp(
+        schema, keep_alive=True, keep_alive_interval=15, allowed_origins=settings.allowed_origins
+    )
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         Route("/exports/provisioning-history.csv", history_csv),
         Route("/exports/provisioning-report.csv", report_csv),
@@ -123,4 +171,25 @@ def create_app(settings: Settings | None = None, simulator: Simulator | None = N
     ]
     if settings.uses_simulator:
         routes.append(Mount(SIMULATOR_MOUNT, app=(simulator or Simulator()).app))
-    return Starlette(routes=routes, lifespan=lifespan)
+    middleware = [
+        Middleware(RequestContext, quiet=(SIMULATOR_MOUNT,)),
+        Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+        Middleware(Deadline, seconds=settings.request_deadline_s),
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER, "retry-after"],
+            max_age=600,
+        ),
+        Middleware(Authentication),
+        # After authentication, which names the caller the limit counts by.
+        Middleware(
+            RateLimit,
+            limit=settings.rate_limit,
+            storage_url=settings.rate_limit_storage_url,
+            paths=("/graphql", "/exports/"),
+        ),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)

@@ -1,12 +1,14 @@
 """The ``provgraph`` command: ``serve`` the API, ``simulate`` the upstream alone,
-``migrate`` the database, print the ``schema``."""
+``migrate`` the database, print the ``schema``, manage API ``tokens``."""
 
 import argparse
 import logging
 
 import uvicorn
 
+from graph.logs import configure_logging
 from graph.settings import SIMULATOR_MOUNT, Settings
+from graph.token_commands import add_commands as add_token_commands
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -14,8 +16,10 @@ def _serve(args: argparse.Namespace) -> None:
 
     settings = Settings()
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if args.dev:
+        overrides["auth_dev_token"] = True
     settings = settings.model_copy(update=overrides)
-    logging.basicConfig(level=settings.log_level.upper())
+    configure_logging(settings.log_level, settings.log_format)
     # httpx logs every upstream request at INFO: one line per SOAP call drowns the rest.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
     upstream = "the embedded simulator" if settings.uses_simulator else settings.upstream_url
@@ -25,6 +29,9 @@ def _serve(args: argparse.Namespace) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # configure_logging's, for uvicorn's own lines too
+        access_log=False,  # graph.middleware writes one line per request, with its id
+        ws_max_size=settings.max_body_bytes,  # a WebSocket message is bounded like a body
     )
 
 
@@ -70,6 +77,11 @@ def main(argv: list[str] | None = None) -> None:
     serve = commands.add_parser("serve", help="serve the GraphQL API (HOST/PORT from settings)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="on a loopback bind, print a development token and prefill GraphiQL with it",
+    )
     serve.set_defaults(run=_serve)
     simulate = commands.add_parser("simulate", help="serve only the UWS simulator")
     simulate.add_argument("--host", default="127.0.0.1")
@@ -81,5 +93,6 @@ def main(argv: list[str] | None = None) -> None:
     migrate.set_defaults(run=_migrate)
     export = commands.add_parser("schema", help="print the GraphQL schema (SDL)")
     export.set_defaults(run=_schema)
+    add_token_commands(commands)
     args = parser.parse_args(argv)
     args.run(args)

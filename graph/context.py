@@ -8,12 +8,14 @@ from strawberry.dataloader import DataLoader
 
 from graph.settings import Settings
 from models.devices import DeviceIdentifier
-from models.principal import LOCAL_DEVELOPER, Principal
+from models.principal import Principal
+from resolvers.auth import Authenticator
 from resolvers.cursors import CursorCodec
 from resolvers.devices import Device, find_devices
 from resolvers.events import EventHub
 from resolvers.jobs import ReportJobs
 from resolvers.recipes import RecipeStore
+from resolvers.tokens import TokenStore
 from resolvers.upstream import Cost, Upstream
 from soap.client import UwsClient
 
@@ -30,6 +32,10 @@ class Services:
     recipes: RecipeStore
     hub: EventHub
     jobs: ReportJobs
+    tokens: TokenStore
+    authenticator: Authenticator
+    development_token: str | None = None
+    """The secret GraphiQL is prefilled with (``AUTH_DEV_TOKEN``, loopback binds only)."""
 
 
 @dataclass
@@ -37,6 +43,8 @@ class Context:
     services: Services
     principal: Principal
     cost: Cost = field(default_factory=Cost)
+    connection_params: dict[str, object] | None = None
+    """A WebSocket's ``connection_init`` payload (Strawberry sets it)."""
     devices: DataLoader[DeviceIdentifier, Device | None] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -47,5 +55,5 @@ class Context:
         self.devices = DataLoader(load_fn=load)
 
 
-def context_for(connection: HTTPConnection) -> Context:
-    return Context(services=connection.app.state.services, principal=LOCAL_DEVELOPER)
+def context_for(connection: HTTPConnection, principal: Principal) -> Context:
+    return Context(services=connection.app.state.services, principal=principal)

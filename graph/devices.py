@@ -1,6 +1,5 @@
 """Devices: lookup by identifier, the account's device list, and a device's history."""
 
-import re
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,6 +10,7 @@ from graph.history import ProvisioningEventConnection, ProvisioningEventFilter
 from graph.history import provisioning_history as read_history
 from graph.relay import Node, PageInfo, global_id, page_size
 from graph.scalars import DateTime
+from models.devices import IDENTIFIER_FORMATS
 from models.devices import DeviceIdentifier as IdentifierRecord
 from resolvers.devices import Device as DeviceRecord
 from resolvers.devices import DeviceListPosition, ListedDevice, list_devices
@@ -19,7 +19,6 @@ from resolvers.recipes import RecipeFilter
 if TYPE_CHECKING:
     from graph.recipes import ProvisioningRecipeConnection
 
-_IDENTIFIER = re.compile(r"[0-9A-Za-z]{1,64}")
 DEVICES_CURSOR = "d"
 
 
@@ -58,14 +57,17 @@ class DeviceIdentifierInput:
 
 
 def identifier_record(kind: DeviceIdentifierKind, identifier: str) -> IdentifierRecord:
-    """The identifier as the upstream takes it; BAD_USER_INPUT for one it would refuse."""
-    value = identifier.strip()
-    if not _IDENTIFIER.fullmatch(value):
+    """The identifier as the upstream takes it; BAD_USER_INPUT for one it would refuse.
+
+    The message leaves the value out: it may be long, or made to look like something else.
+    """
+    value = identifier.strip().upper()
+    expected = IDENTIFIER_FORMATS[kind.value]
+    if not expected.pattern.fullmatch(value):
         raise user_error(
-            f"{identifier!r} is not a valid {kind.name} identifier: 1 to 64 letters or digits.",
-            "identifier",
+            f"Not a valid {kind.name} identifier: {expected.description}.", "identifier"
         )
-    return IdentifierRecord(kind.value, value.upper())
+    return IdentifierRecord(kind.value, value)
 
 
 @strawberry.type

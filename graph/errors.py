@@ -55,15 +55,27 @@ class ResponseExtensions(SchemaExtension):
         results: dict[str, Any] = {
             "cost": {"upstreamCalls": cost.upstream_calls, "cacheHits": cost.cache_hits}
         }
-        if cost.gaps:
-            results["warnings"] = [
+        warnings: list[dict[str, Any]] = [
+            {
+                "code": "UPSTREAM_GAP",
+                "message": gap.message,
+                "device": {"kind": device.kind.upper(), "identifier": device.identifier},
+                "occurredAt": format_api_instant(gap.instant),
+                "delivered": gap.delivered,
+            }
+            for device, gap in cost.gaps
+        ]
+        if cost.stale_reads:
+            results["cost"]["staleReads"] = cost.stale_reads
+            warnings.append(
                 {
-                    "code": "UPSTREAM_GAP",
-                    "message": gap.message,
-                    "device": {"kind": device.kind.upper(), "identifier": device.identifier},
-                    "occurredAt": format_api_instant(gap.instant),
-                    "delivered": gap.delivered,
+                    "code": "STALE_DATA",
+                    "message": f"The upstream is unavailable: {cost.stale_reads} of its "
+                    "answers came from the cache after their freshness ran out; newer "
+                    "events may be missing.",
+                    "staleReads": cost.stale_reads,
                 }
-                for device, gap in cost.gaps
-            ]
+            )
+        if warnings:
+            results["warnings"] = warnings
         return results

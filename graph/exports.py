@@ -19,8 +19,11 @@ from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from graph.context import Services, context_for
+from graph.auth import principal_of
+from graph.context import Services
 from graph.devices import DeviceIdentifierKind, identifier_record
+from graph.history import range_error
+from graph.logs import current_request
 from graph.permissions import FORBIDDEN
 from graph.reports import job_id_of
 from models.devices import DeviceIdentifier as IdentifierRecord
@@ -61,13 +64,21 @@ def _csv(rows: Iterable[list[Any]]) -> str:
     return buffer.getvalue()
 
 
+def _serving(export: str) -> None:
+    """Names the export in the request's access line and metrics."""
+    if (info := current_request()) is not None:
+        info.export = export
+
+
 def _error(status: int, message: str, code: str) -> JSONResponse:
+    if (info := current_request()) is not None:
+        info.outcome = code
     return JSONResponse({"error": message, "code": code}, status_code=status)
 
 
 def _forbidden(request: Request, scope: str) -> JSONResponse | None:
     """403 unless the caller's credential carries ``scope``; checked before any work."""
-    if scope in context_for(request).principal.scopes:
+    if scope in principal_of(request).scopes:
         return None
     return _error(403, f"This needs the {scope} scope.", FORBIDDEN)
 
@@ -123,6 +134,7 @@ def _event_row(event: ProvisioningEvent) -> list[Any]:
 
 
 async def history_csv(request: Request) -> Response:
+    _serving("provisioningHistoryCsv")
     if refusal := _forbidden(request, "history:read"):
         return refusal
     services: Services = request.app.state.services
@@ -132,8 +144,8 @@ async def history_csv(request: Request) -> Response:
         )
         earliest = _instant(request, "occurredAfter", parse_instant("2000-01-01"))
         latest = _instant(request, "occurredBefore", services.upstream.now())
-        if earliest > latest:
-            raise BadParameter("occurredAfter must not be later than occurredBefore")
+        if problem := range_error(earliest, latest):
+            raise BadParameter(problem[1])
         matches, _ = matcher(*(_filter(request) or [None, None, None]))
     except BadParameter as error:
         return _error(400, str(error), "BAD_USER_INPUT")
@@ -160,6 +172,7 @@ async def history_csv(request: Request) -> Response:
 
 
 async def report_csv(request: Request) -> Response:
+    _serving("provisioningReportCsv")
     if refusal := _forbidden(request, "reports:read"):
         return refusal
     services: Services = request.app.state.services
@@ -169,7 +182,7 @@ async def report_csv(request: Request) -> Response:
             raw_id = job_id_of(job_id)
         except GraphQLError as error:
             return _error(400, error.message, "BAD_USER_INPUT")
-        caller = context_for(request).principal
+        caller = principal_of(request)
         job = await services.jobs.get(raw_id, caller.subject) if raw_id else None
         if job is None:
             return _error(404, "No such report job.", "NOT_FOUND")
@@ -178,8 +191,13 @@ async def report_csv(request: Request) -> Response:
         document, group_by, bucket = job.result, job.request["groupBy"], job.request["bucket"]
     else:
         try:
+            named = request.query_params.getlist("devices")
+            if len(named) > services.settings.report_max_devices:
+                raise BadParameter(
+                    f"At most {services.settings.report_max_devices} devices a report."
+                )
             devices = []
-            for value in request.query_params.getlist("devices"):
+            for value in named:
                 kind, _, identifier = value.partition(":")
                 devices.append(_device(kind, identifier))
             if not devices:
@@ -190,10 +208,14 @@ async def report_csv(request: Request) -> Response:
             bucket = request.query_params.get("bucket")
             if bucket not in (None, "HOUR", "DAY", "WEEK", "MONTH"):
                 raise BadParameter("bucket must be HOUR, DAY, WEEK or MONTH")
+            earliest = _instant(request, "occurredAfter")
+            latest = _instant(request, "occurredBefore")
+            if problem := range_error(earliest, latest):
+                raise BadParameter(problem[1])
             spec_request = request_json(
                 devices,
-                _instant(request, "occurredAfter"),
-                _instant(request, "occurredBefore"),
+                earliest,
+                latest,
                 group_by,
                 bucket,
                 request.query_params.get("timeZone", "UTC"),

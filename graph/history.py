@@ -26,6 +26,8 @@ from resolvers.history import (
 )
 
 DEFAULT_EARLIEST = parse_instant("2000-01-01T00:00:00Z")
+RANGE_END = parse_instant("2100-01-01T00:00:00Z")
+"""Instants a range may name lie from DEFAULT_EARLIEST up to (not including) this."""
 CURSOR_KIND = "h"
 CURSOR_FIELDS = 8  # earliest, latest, at (start, offset), instant, rank, after (start, offset)
 
@@ -120,6 +122,20 @@ def _decode(codec: CursorCodec, scope: str, value: str, argument: str) -> _Curso
     return _Cursor(earliest, latest, EventRef(Position(start, offset), instant, rank, after))
 
 
+def range_error(occurred_after: int | None, occurred_before: int | None) -> tuple[str, str] | None:
+    """(argument, message) for a range that cannot be asked for, else None."""
+    for name, value in (("occurredAfter", occurred_after), ("occurredBefore", occurred_before)):
+        if value is not None and not DEFAULT_EARLIEST <= value < RANGE_END:
+            return name, f"{name} must lie from 2000-01-01T00:00:00Z to before 2100-01-01."
+    if (
+        occurred_after is not None
+        and occurred_before is not None
+        and occurred_after > occurred_before
+    ):
+        return "occurredAfter", "occurredAfter must not be later than occurredBefore."
+    return None
+
+
 def default_latest(now: int, quantum_s: float) -> int:
     """Now, rounded up to a whole quantum, so that queries close in time share windows."""
     quantum = max(1, int(quantum_s * TICKS_PER_SECOND))
@@ -140,6 +156,9 @@ async def provisioning_history(
     context = info.context
     services = context.services
     size = page_size(first, last)
+    if problem := range_error(occurred_after, occurred_before):
+        argument, message = problem
+        raise user_error(message, argument)
     matches, canonical = event_matcher(filter)
     codec = services.cursors
     scope = codec.scope(

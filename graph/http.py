@@ -9,7 +9,7 @@ without a ``data`` entry, as the spec asks.
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
@@ -18,8 +18,11 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import (
     BaseGraphQLWSHandler,
 )
 from strawberry.types.graphql import OperationType
+from strawberry.types.unset import UNSET, UnsetType
 
+from graph.auth import authenticate_connection_init, principal_of, upgrade_principal
 from graph.context import Context, context_for
+from graph.development import graphiql_page
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 
@@ -80,7 +83,16 @@ class GraphQLApp(GraphQL):
     graphql_ws_handler_class = _LegacyHandler
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        return context_for(request)
+        if isinstance(request, WebSocket):
+            return context_for(request, await upgrade_principal(request))
+        return context_for(request, principal_of(request))
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        await authenticate_connection_init(context)
+        return UNSET
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return HTMLResponse(graphiql_page(request, self.graphql_ide_html))
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         sub_response = _SubResponse()

@@ -10,7 +10,7 @@ from graphql import GraphQLError
 
 from graph.devices import DeviceIdentifier, DeviceIdentifierInput, identifier_record
 from graph.errors import user_error
-from graph.history import ProvisioningEventFilter
+from graph.history import ProvisioningEventFilter, range_error
 from graph.recipes import UserError
 from graph.relay import Node, global_id, parse_global_id
 from graph.scalars import DateTime
@@ -19,8 +19,6 @@ from models.instants import from_datetime
 from models.reports import ReportJob
 from resolvers.history import matcher
 from resolvers.reports import Progress, report_json, request_json, run_report, spec_json
-
-MAX_DEVICES = 5000
 
 
 @strawberry.enum
@@ -177,7 +175,7 @@ def report_of(document: dict[str, Any]) -> ProvisioningReport:
 
 
 def report_request(
-    report: ProvisioningReportInput,
+    report: ProvisioningReportInput, max_devices: int
 ) -> tuple[dict[str, Any] | None, list[UserError]]:
     """The input as a stored report request, or what is wrong with it."""
     errors: list[UserError] = []
@@ -188,12 +186,12 @@ def report_request(
                 field=["input", "devices"], code="REQUIRED", message="Name at least one device."
             )
         )
-    if len(report.devices) > MAX_DEVICES:
+    if len(report.devices) > max_devices:
         errors.append(
             UserError(
                 field=["input", "devices"],
                 code="TOO_MANY",
-                message=f"At most {MAX_DEVICES} devices a report.",
+                message=f"At most {max_devices} devices a report.",
             )
         )
     for index, device in enumerate(report.devices):
@@ -207,14 +205,9 @@ def report_request(
                     message=error.message,
                 )
             )
-    if report.occurred_after > report.occurred_before:
-        errors.append(
-            UserError(
-                field=["input", "occurredAfter"],
-                code="INVALID_RANGE",
-                message="occurredAfter must not be later than occurredBefore.",
-            )
-        )
+    if problem := range_error(report.occurred_after, report.occurred_before):
+        argument, message = problem
+        errors.append(UserError(field=["input", argument], code="INVALID_RANGE", message=message))
     if not report.group_by:
         errors.append(
             UserError(
@@ -257,7 +250,7 @@ def report_request(
 async def provisioning_report(
     info: strawberry.Info, input: ProvisioningReportInput
 ) -> ProvisioningReport:
-    request, errors = report_request(input)
+    request, errors = report_request(input, info.context.services.settings.report_max_devices)
     if request is None:
         raise user_error("; ".join(f"{'.'.join(e.field)}: {e.message}" for e in errors), "input")
     services = info.context.services
@@ -272,7 +265,7 @@ async def provisioning_report(
 async def start_provisioning_report(
     info: strawberry.Info, input: ProvisioningReportInput
 ) -> StartProvisioningReportPayload:
-    request, errors = report_request(input)
+    request, errors = report_request(input, info.context.services.settings.report_max_devices)
     if request is None:
         return StartProvisioningReportPayload(job=None, user_errors=errors)
     job = await info.context.services.jobs.start(info.context.principal.subject, request)

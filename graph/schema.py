@@ -9,6 +9,8 @@ from strawberry.schema.config import StrawberryConfig
 from graph import devices as device_fields
 from graph import recipes, reports
 from graph.errors import ResponseExtensions
+from graph.limits import QueryLimits
+from graph.observability import OperationMetrics, Schema
 from graph.permissions import needs, require
 from graph.relay import Node, parse_global_id
 from graph.scalars import SCALARS
@@ -129,7 +131,7 @@ class Subscription:
     )
 
 
-schema = strawberry.Schema(
+schema = Schema(
     query=Query,
     mutation=Mutation,
     subscription=Subscription,
@@ -137,6 +139,8 @@ schema = strawberry.Schema(
     # Frontends send the same few documents again and again: parse and validate each once
     # (both caches live at module level; factories, not instances, per request).
     extensions=[
+        OperationMetrics,
+        QueryLimits,
         ResponseExtensions,
         partial(ParserCache, maxsize=256),
         partial(ValidationCache, maxsize=256),

@@ -1,7 +1,10 @@
 """All configuration, read once from the environment and an optional ``.env`` file."""
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated, Literal
+
+from limits import parse
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from soap.simulator.server import MOUNT as SIMULATOR_MOUNT
 
@@ -78,6 +81,169 @@ class Settings(BaseSettings):
         description="How often each replica also reads the outbox unprompted, so that a "
         "broker outage delays events but never loses them.",
     )
+    upstream_retry_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Attempts per upstream call, the first included. Only transient "
+        "failures are retried: connection errors, HTTP 502/503/504, timeouts.",
+    )
+    upstream_retry_base_delay_s: float = Field(
+        default=0.2,
+        ge=0,
+        description="Backoff before the first retry at most; doubles with each retry, and "
+        "each wait is drawn at random below it (full jitter).",
+    )
+    upstream_retry_max_delay_s: float = Field(
+        default=2.0, ge=0, description="Cap on the backoff before any one retry."
+    )
+    upstream_circuit_threshold: int = Field(
+        default=5,
+        ge=1,
+        description="Failed upstream calls in a row (after their retries) that open the "
+        "circuit; faults about a request's own input do not count.",
+    )
+    upstream_circuit_cooldown_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long an open circuit refuses calls before one probe goes through.",
+    )
+    upstream_calls_per_second: float = Field(
+        default=100.0,
+        gt=0,
+        description="Upstream calls started per second at most, for the whole process "
+        "(retries included; bursts up to one second's worth).",
+    )
+    cache_stale_for_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How long a cached answer is kept past its freshness, to be served "
+        "(marked stale) while the upstream is down; 0 turns stale serving off.",
+    )
+    auth_disabled: bool = Field(
+        default=False,
+        description="Switches authentication off: every caller may do everything. Only on "
+        "a loopback HOST (startup fails otherwise), and only for connections to loopback.",
+    )
+    auth_dev_token: bool = Field(
+        default=False,
+        description="On a loopback HOST: keep a development token (every scope, every "
+        "organization) in .provgraph-dev-token (mode 0600, beside the SQLite database), "
+        "print it at start and prefill GraphiQL with it. `provgraph serve --dev` (make "
+        "serve) sets it.",
+    )
+    auth_jwt_issuer: str | None = Field(
+        default=None,
+        description="Accept bearer JWTs from this identity provider (their `iss`). Unset: "
+        "only API tokens are accepted.",
+    )
+    auth_jwt_audience: str | None = Field(
+        default=None, description="The `aud` JWTs must carry; required with AUTH_JWT_ISSUER."
+    )
+    auth_jwt_jwks_url: str | None = Field(
+        default=None, description="The identity provider's JWKS URL (keys cached, rotated)."
+    )
+    auth_jwt_public_key: str | None = Field(
+        default=None, description="A PEM public key, instead of AUTH_JWT_JWKS_URL."
+    )
+    auth_jwt_algorithms: str = Field(
+        default="RS256,ES256",
+        description="Comma-separated signature algorithms accepted; asymmetric ones only.",
+    )
+    auth_jwt_organizations_claim: str = Field(
+        default="organizations",
+        description="The claim listing the caller's organization uids (a list or a "
+        "space-separated string; '*' for all).",
+    )
+    auth_jwt_scopes_claim: str = Field(
+        default="scope",
+        description="The claim holding the caller's scopes (a space-separated string, as "
+        "OAuth's `scope`, or a list); scopes this service does not know are ignored.",
+    )
+    auth_jwt_account_id_claim: str | None = Field(
+        default=None,
+        description="A claim holding the caller's numeric account id (events' originator).",
+    )
+    auth_jwt_leeway_s: float = Field(
+        default=30.0, ge=0, le=300, description="Clock skew allowed on `exp` and `nbf`."
+    )
+    max_query_depth: int = Field(
+        default=12, ge=1, description="Deepest nesting of fields a GraphQL operation may have."
+    )
+    max_query_tokens: int = Field(
+        default=2000,
+        ge=1,
+        description="Most lexical tokens (names, punctuation, values, comments) a GraphQL "
+        "document may have; pass long lists, such as a report's devices, as variables.",
+    )
+    max_query_aliases: int = Field(
+        default=20, ge=0, description="Most aliased fields a GraphQL document may have."
+    )
+    max_query_cost: int = Field(
+        default=50_000,
+        ge=1,
+        description="Most a GraphQL operation may cost before it runs: each connection "
+        "counts its page size (first or last, else 50) times the page sizes of the "
+        "connections it is nested in, and a report counts its devices.",
+    )
+    report_max_devices: int = Field(
+        default=5000, ge=1, description="Most devices a report (in a request or a job) may name."
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest request body accepted (HTTP 413 above)."
+    )
+    request_deadline_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest an HTTP request may take until its response starts (then "
+        "504 DEADLINE_EXCEEDED); a CSV export that has started streaming may go on.",
+    )
+    rate_limit: str = Field(
+        default="600/minute",
+        description="Requests per credential (or per client address without one) to "
+        "/graphql and /exports, as 'N/second|minute|hour|day' (a moving window); empty "
+        "turns the limit off.",
+    )
+    rate_limit_storage_url: str = Field(
+        default="memory://",
+        description="Where rate-limit counts live: memory:// (this process) or "
+        "redis://host:port/db, shared by every replica.",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins (https://app.example.com, comma-separated; * for any) "
+        "allowed to call the API cross-origin, over CORS and WebSocket. None by default.",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one JSON object a line; text: for reading."
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, GET /metrics needs 'Authorization: Bearer <this>'; unset, "
+        "it is open, like /healthz.",
+    )
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("rate_limit_storage_url")
+    @classmethod
+    def _rate_limit_store(cls, value: str) -> str:
+        if value != "memory://" and not value.startswith(("redis://", "rediss://")):
+            raise ValueError("must be memory:// or redis://host:port/db")
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_notation(cls, value: str) -> str:
+        if value.strip():
+            parse(value)  # a ValueError names what is wrong with it
+        return value.strip()
+
     host: str = Field(default="127.0.0.1", description="Address to bind.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port to bind.")
     log_level: str = Field(default="info", description="Python log level name.")

@@ -1,11 +1,39 @@
 """Device identifiers and the device records GetDeviceList reports."""
 
+import re
 from typing import NamedTuple
 
 from models.events import ExtendedAttribute
 
 IDENTIFIER_KINDS = ("esn", "iccid", "imei", "mdn", "meid", "msisdn", "min", "eid")
 """The kinds the upstream accepts, in its own lower-case spelling."""
+
+
+class IdentifierFormat(NamedTuple):
+    pattern: re.Pattern[str]
+    """Matched against the identifier in upper case."""
+    description: str
+
+
+def _format(pattern: str, description: str) -> IdentifierFormat:
+    return IdentifierFormat(re.compile(pattern), description)
+
+
+IDENTIFIER_FORMATS: dict[str, IdentifierFormat] = {
+    # 32-bit ESNs are written as 8 hex digits or 11 decimal ones (3 + 8).
+    "esn": _format(r"[0-9A-F]{8}|[0-9]{11}", "8 hex digits or 11 decimal digits"),
+    # 56-bit MEIDs: 14 hex digits, or 18 decimal digits (10 + 8).
+    "meid": _format(r"[0-9A-F]{14}|[0-9]{18}", "14 hex digits or 18 decimal digits"),
+    # 14 digits without the check digit, 15 with it, 16 as IMEISV.
+    "imei": _format(r"[0-9]{14,16}", "14 to 16 digits"),
+    "iccid": _format(r"[0-9]{19,20}", "19 or 20 digits"),
+    "eid": _format(r"[0-9]{32}", "32 digits"),
+    "mdn": _format(r"[0-9]{10,15}", "10 to 15 digits"),
+    "msisdn": _format(r"[0-9]{10,15}", "10 to 15 digits"),
+    "min": _format(r"[0-9]{10}", "10 digits"),
+}
+"""What the upstream's identifiers look like, by kind. Checking them here keeps what the
+upstream refuses with a fault (apostrophes, ``<``, backslashes) from ever reaching it."""
 
 
 class DeviceIdentifier(NamedTuple):

@@ -46,3 +46,7 @@ LOCAL_DEVELOPER = Principal(
     all_organizations=True,
 )
 """Only where authentication is switched off, which only a loopback bind allows."""
+
+ANONYMOUS = Principal(subject="anonymous", organizations=frozenset(), scopes=frozenset())
+"""A caller not (yet) authenticated: may do nothing. A WebSocket is this until its
+``connection_init`` authenticates it; the GraphiQL page is served to it."""

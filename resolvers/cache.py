@@ -4,6 +4,10 @@ Backed by aiocache: a bounded in-process LRU by default, Redis when ``CACHE_URL`
 Identical concurrent misses make one upstream call: within a process through a shared
 future, and across processes on Redis through a short lock that the others wait out.
 Cached values are immutable tuples, so handing the same object to many callers is safe.
+
+Entries outlive their freshness by ``stale_for_s``: past its deadline an entry counts
+as a miss, but when the load that should replace it fails because the upstream is down
+(unreachable, timing out, or its circuit open), the old value is served, marked stale.
 """
 
 import asyncio
@@ -12,7 +16,8 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from enum import IntEnum
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from aiocache import RedisCache, SimpleMemoryCache
@@ -21,6 +26,8 @@ from aiocache.serializers import BaseSerializer
 
 from models.devices import DeviceIdentifier, DeviceListPage, DeviceRecord
 from models.events import ExtendedAttribute, HistoryWindow, ProvisioningEvent
+from resolvers.metrics import CACHE_LOOKUPS
+from soap.errors import UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +37,29 @@ SCHEMA_VERSION = "v1"
 CachedValue = HistoryWindow | DeviceListPage
 
 
+class Stamped(NamedTuple):
+    """A value as stored: with the instant (clock seconds) its freshness ends."""
+
+    value: CachedValue
+    fresh_until: float
+
+
+class Found(IntEnum):
+    """Where ``get_or_load`` found its value; true when it was not loaded for the caller."""
+
+    LOADED = 0
+    CACHED = 1
+    """From the cache, or from a load another caller made at the same time."""
+    STALE = 2
+    """From the cache past its freshness: the load failed with the upstream down."""
+
+
+_LOOKUP_RESULTS = {Found.LOADED: "miss", Found.CACHED: "hit", Found.STALE: "stale"}
+
+
 def _weight(value: object) -> int:
+    if isinstance(value, Stamped):
+        value = value.value
     if isinstance(value, HistoryWindow):
         return 1 + len(value.events)
     if isinstance(value, DeviceListPage):
@@ -89,13 +118,24 @@ class BoundedMemoryCache(SimpleMemoryCache):
         self.weight -= self._weights.pop(key, 0)
 
 
+_COMPACT = (",", ":")
+
+
 class ValueCodec(BaseSerializer):
     """Cached values as compact JSON for Redis (never pickle: Redis is shared)."""
 
     def dumps(self, value: object) -> str:
+        if isinstance(value, Stamped):
+            return json.dumps(
+                {**self._encode(value.value), "f": value.fresh_until}, separators=_COMPACT
+            )
+        return json.dumps(self._encode(value), separators=_COMPACT)
+
+    @staticmethod
+    def _encode(value: object) -> Any:
         if isinstance(value, HistoryWindow):
             events = [[*e[:7], [list(a) for a in e.extended_attributes]] for e in value.events]
-            return json.dumps({"w": events, "c": value.is_complete}, separators=(",", ":"))
+            return {"w": events, "c": value.is_complete}
         if isinstance(value, DeviceListPage):
             devices = [
                 [
@@ -107,16 +147,21 @@ class ValueCodec(BaseSerializer):
                 ]
                 for d in value.devices
             ]
-            return json.dumps(
-                {"d": devices, "l": value.largest_device_id_seen, "c": value.is_complete},
-                separators=(",", ":"),
-            )
-        return json.dumps(value)
+            return {"d": devices, "l": value.largest_device_id_seen, "c": value.is_complete}
+        return value
 
     def loads(self, value: str | None) -> object:
         if value is None:
             return None
         data = json.loads(value)
+        # The deadline rides beside the value's own keys: a replica of an older version
+        # reads the value and ignores it, and a value it wrote (no deadline) reads fresh.
+        if isinstance(data, dict) and "f" in data:
+            return Stamped(self._decode(data), data["f"])  # type: ignore[arg-type]
+        return self._decode(data)
+
+    @staticmethod
+    def _decode(data: Any) -> object:
         if isinstance(data, dict) and "w" in data:
             return HistoryWindow(
                 tuple(
@@ -171,12 +216,17 @@ class UpstreamCache:
         *,
         lock_ttl_s: float,
         poll_s: tuple[float, float] = (0.005, 0.1),
+        stale_for_s: float = 0.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.backend = backend
         self._shared = isinstance(backend, RedisCache)
         self._lock_ttl_s = lock_ttl_s
         self._poll_s = poll_s
-        self._loading: dict[str, asyncio.Future[Any]] = {}
+        self._stale_for_s = stale_for_s
+        # Wall-clock time: freshness deadlines are shared between replicas through Redis.
+        self._clock = clock
+        self._loading: dict[str, asyncio.Future[tuple[CachedValue, Found]]] = {}
 
     async def close(self) -> None:
         await self.backend.close()
@@ -186,49 +236,90 @@ class UpstreamCache:
         key: str,
         load: Callable[[], Awaitable[CachedValue]],
         ttl_s: float,
-    ) -> tuple[CachedValue, bool]:
-        """The value under ``key`` and whether it came from the cache (True) or a load."""
-        key = f"{SCHEMA_VERSION}:{key}"
-        value = await self._get(key)
+    ) -> tuple[CachedValue, Found]:
+        """The value under ``key``, fresh for ``ttl_s``, and where it was found."""
+        try:
+            value, found = await self._get_or_load(f"{SCHEMA_VERSION}:{key}", load, ttl_s)
+        except Exception:
+            CACHE_LOOKUPS.labels("miss").inc()
+            raise
+        CACHE_LOOKUPS.labels(_LOOKUP_RESULTS[found]).inc()
+        return value, found
+
+    async def get_or_read(
+        self, key: str, load: Callable[[], Awaitable[CachedValue]]
+    ) -> tuple[CachedValue, Found]:
+        """The fresh cached value under ``key``, or a load that is not stored.
+
+        Never a stale value: these reads feed downloads, which have no way to say so.
+        """
+        value, _ = self._fresh(await self._get(f"{SCHEMA_VERSION}:{key}"))
         if value is not None:
-            return value, True
+            CACHE_LOOKUPS.labels("hit").inc()
+            return value, Found.CACHED
+        CACHE_LOOKUPS.labels("miss").inc()
+        return await load(), Found.LOADED
+
+    async def _get_or_load(
+        self,
+        key: str,
+        load: Callable[[], Awaitable[CachedValue]],
+        ttl_s: float,
+    ) -> tuple[CachedValue, Found]:
+        value, stale = self._fresh(await self._get(key))
+        if value is not None:
+            return value, Found.CACHED
         pending = self._loading.get(key)
         if pending is not None:
             # Another task of this process is loading it: share its result (or error).
-            return await asyncio.shield(pending), True
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            value, found = await asyncio.shield(pending)
+            return value, Found.STALE if found is Found.STALE else Found.CACHED
+        future: asyncio.Future[tuple[CachedValue, Found]] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._loading[key] = future
         try:
-            value, hit = await self._load_once(key, load, ttl_s)
+            try:
+                answer = await self._load_once(key, load, ttl_s)
+            except UpstreamError as error:
+                if stale is None or not error.transient:
+                    raise
+                log.info("serving a stale cache entry: %s", error.category)
+                answer = stale, Found.STALE
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # waiters may be none: keep asyncio from warning
             raise
         else:
-            future.set_result(value)
-            return value, hit
+            future.set_result(answer)
+            return answer
         finally:
             del self._loading[key]
 
-    async def get_or_read(
-        self, key: str, load: Callable[[], Awaitable[CachedValue]]
-    ) -> tuple[CachedValue, bool]:
-        """The cached value under ``key``, or a fresh load that is not stored."""
-        value = await self._get(f"{SCHEMA_VERSION}:{key}")
-        if value is not None:
-            return value, True
-        return await load(), False
+    def _fresh(self, stored: object) -> tuple[CachedValue | None, CachedValue | None]:
+        """(the value if fresh, the value if stale) of what the backend holds."""
+        if stored is None:
+            return None, None
+        if not isinstance(stored, Stamped):
+            return stored, None  # written without a deadline (an older replica): fresh
+        now = self._clock()
+        if now < stored.fresh_until:
+            return stored.value, None
+        # Checked here too, not left to the backend's expiry: that runs on its own clock.
+        if now < stored.fresh_until + self._stale_for_s:
+            return None, stored.value
+        return None, None
 
     async def _load_once(
         self,
         key: str,
         load: Callable[[], Awaitable[CachedValue]],
         ttl_s: float,
-    ) -> tuple[CachedValue, bool]:
+    ) -> tuple[CachedValue, Found]:
         if not self._shared:
             value = await load()
             await self._set(key, value, ttl_s)
-            return value, False
+            return value, Found.LOADED
         lock = f"lock:{key}"
         token = secrets.token_hex(8)
         deadline = time.monotonic() + self._lock_ttl_s
@@ -238,22 +329,22 @@ class UpstreamCache:
                 try:
                     value = await load()
                     await self._set(key, value, ttl_s)
-                    return value, False
+                    return value, Found.LOADED
                 finally:
                     await self._unlock(lock, token)
             # Another process holds the lock: wait for its value, or for the lock to go.
             while time.monotonic() < deadline:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._poll_s[1])
-                value = await self._get(key)
-                if value is not None:
-                    return value, True
+                fresh, _ = self._fresh(await self._get(key))
+                if fresh is not None:
+                    return fresh, Found.CACHED
                 if not await self._locked(lock):
                     break
             else:
                 value = await load()
                 await self._set(key, value, ttl_s)
-                return value, False
+                return value, Found.LOADED
 
     async def _get(self, key: str) -> Any:
         try:
@@ -263,8 +354,9 @@ class UpstreamCache:
             return None
 
     async def _set(self, key: str, value: CachedValue, ttl: float) -> None:
+        stamped = Stamped(value, self._clock() + ttl)
         try:
-            await self.backend.set(key, value, ttl=ttl)
+            await self.backend.set(key, stamped, ttl=ttl + self._stale_for_s)
         except Exception as exc:
             log.warning("cache write failed (%s)", type(exc).__name__)
 

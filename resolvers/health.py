@@ -58,3 +58,13 @@ async def readiness(
     status = dict(zip(names, results, strict=True))
     status.update({name: "ok (in process)" for name, probe in checks.items() if probe is None})
     return status
+
+
+def is_ready(checks: dict[str, str], circuit: str) -> bool:
+    """Every dependency answers, and the upstream circuit is not open.
+
+    With the circuit open every upstream read fails at once, so traffic is better sent
+    to other replicas. After its cool-down it reads half-open, which counts as ready:
+    the traffic that comes back makes the probe call that can close it.
+    """
+    return all(state.startswith("ok") for state in checks.values()) and circuit != "open"

@@ -1,5 +1,10 @@
 """Typed upstream failures. Messages are safe to show: they never carry credentials."""
 
+from soap.contract import DEVICE_NOT_FOUND, INPUT_INVALID
+
+TRANSIENT_HTTP_STATUSES = frozenset({502, 503, 504})
+"""Gateway and availability errors: a proxy or the service says "not now", not "never"."""
+
 
 class UpstreamError(Exception):
     """Anything that kept an upstream call from giving a usable answer."""
@@ -26,16 +31,24 @@ class UpstreamFault(UpstreamError):
         """The fault code without its service prefix, e.g. 'REQUEST_FAILED.DeviceNotFound'."""
         self.fault_message = message
 
+    @property
+    def rejects_input(self) -> bool:
+        """Whether the fault is about what was asked (an unknown device, an invalid
+        identifier or range), which shows the service at work rather than failing."""
+        return self.code == DEVICE_NOT_FOUND or self.code.split(".")[0] == INPUT_INVALID
+
 
 class UpstreamUnavailable(UpstreamError):
     """The upstream could not be reached, or answered with an HTTP error and no fault."""
 
-    transient = True
     category = "UPSTREAM_UNAVAILABLE"
 
     def __init__(self, operation: str, message: str, status_code: int | None = None) -> None:
         super().__init__(operation, message)
         self.status_code = status_code
+        # A 500 without a fault is the service failing on this request: asking again
+        # would most likely fail the same way, and only add load to a service in trouble.
+        self.transient = status_code is None or status_code in TRANSIENT_HTTP_STATUSES
 
 
 class UpstreamTimeout(UpstreamError):

@@ -2,18 +2,24 @@
 
 import os
 import socket
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import ceil
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from gql.transport.websockets import WebsocketsTransport
 
 from graph.app import create_app
 from graph.settings import Settings
+from models.principal import ALL_ORGANIZATIONS, SCOPES
 from soap.simulator.background import listening_socket, serving, serving_process
 from soap.simulator.fleet import Fleet
 from soap.simulator.server import Simulator
@@ -47,12 +53,70 @@ def lossless_floor(instants: list[int]) -> int:
     return 1 + ceil((n - 500) / (500 - m))
 
 
+# Every test service trusts this identity provider, and tests sign in as its users: no
+# database row to make first, so services in other processes accept them too.
+ISSUER = "https://idp.test/"
+AUDIENCE = "provisioning-graph"
+SIGNING_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+PUBLIC_KEY = (
+    SIGNING_KEY.public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
+AUTH_SETTINGS = {
+    "auth_jwt_issuer": ISSUER,
+    "auth_jwt_audience": AUDIENCE,
+    "auth_jwt_public_key": PUBLIC_KEY,
+}
+
+
+def auth_environment() -> dict[str, str]:
+    return {name.upper(): value for name, value in AUTH_SETTINGS.items()}
+
+
+def bearer(
+    subject: str = "tester",
+    organizations: Iterable[str] = (ALL_ORGANIZATIONS,),
+    scopes: Iterable[str] = SCOPES,
+    **claims: object,
+) -> str:
+    """A JWT the test services accept; ``claims`` override or add to the defaults."""
+    now = int(time.time())
+    payload = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": subject,
+        "iat": now,
+        "exp": now + 3600,
+        "organizations": list(organizations),
+        "scope": " ".join(scopes),
+        **claims,
+    }
+    return jwt.encode(payload, SIGNING_KEY, algorithm="RS256")
+
+
 @dataclass
 class Api:
     """The whole service on a loopback port, with its own simulator to count calls."""
 
     base_url: str
     simulator: Simulator
+    token: str = field(default_factory=bearer)
+    """Every scope, every organization, unless a test says otherwise."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.replace("http://", "ws://") + "/graphql"
+
+    def websocket(self, protocol: str = "graphql-transport-ws") -> WebsocketsTransport:
+        """A gql transport that authenticates in its connection_init."""
+        return WebsocketsTransport(
+            url=self.ws_url, subprotocols=[protocol], init_payload=self.headers
+        )
 
     def calls(self, operation: str = "GetDeviceProvisioningHistory") -> int:
         return self.simulator.state.calls[operation]
@@ -69,7 +133,7 @@ class Api:
             response = await http.post(
                 f"{self.base_url}/graphql",
                 json={"query": document, "variables": variables or {}},
-                headers=headers,
+                headers={**self.headers, **(headers or {})},
             )
         body = response.json()
         if not expect_errors:
@@ -77,19 +141,25 @@ class Api:
         return body
 
 
-def api_server(tmp_path: Path, **overrides: object) -> Iterator[Api]:
+def api_server(
+    tmp_path: Path, clock: Callable[[], float] | None = None, **overrides: object
+) -> Iterator[Api]:
     simulator = Simulator(Fleet())
     sock = listening_socket()
-    overrides = {"database_url": f"sqlite+aiosqlite:///{tmp_path}/provgraph.db", **overrides}
+    overrides = {
+        "database_url": f"sqlite+aiosqlite:///{tmp_path}/provgraph.db",
+        **AUTH_SETTINGS,
+        **overrides,
+    }
     settings = Settings(_env_file=None, port=sock.getsockname()[1], **overrides)
-    with serving(create_app(settings, simulator), sock) as base:
+    with serving(create_app(settings, simulator, clock=clock), sock) as base:
         yield Api(base, simulator)
 
 
 @contextmanager
 def server_process(**environment: str) -> Iterator[str]:
     """The service in a process of its own; yields its URL."""
-    with serving_process("graph.app:create_app", environment) as served:
+    with serving_process("graph.app:create_app", {**auth_environment(), **environment}) as served:
         yield served.url
 
 

@@ -267,7 +267,7 @@ async def test_no_credential_reaches_the_logs(uws, upstream, caplog):
 @pytest.mark.parametrize(
     ("kind", "error", "transient"),
     [
-        ("http500", UpstreamUnavailable, True),
+        ("http500", UpstreamUnavailable, False),
         ("http503", UpstreamUnavailable, True),
         ("fault", UpstreamFault, False),
         ("not_xml", UpstreamBadReply, False),

@@ -324,7 +324,8 @@ async def test_a_device_named_many_times_is_looked_up_once(api):
 async def test_an_upstream_failure_fails_only_its_field(api):
     seed = api.simulator.fleet.by_name("seed-esn")
     await api.query(HISTORY, {**ident(seed), "first": 1})  # the device list is now cached
-    api.simulator.state.fail_next("http503", operation="GetDeviceProvisioningHistory")
+    # As many as the attempts a call gets (UPSTREAM_RETRY_ATTEMPTS): each is retried.
+    api.simulator.state.fail_next("http503", times=3, operation="GetDeviceProvisioningHistory")
     body = await api.query(
         """
         {

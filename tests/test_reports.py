@@ -10,7 +10,6 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from gql import Client, GraphQLRequest, gql
-from gql.transport.websockets import WebsocketsTransport
 from support import document
 
 from models.devices import DeviceIdentifier
@@ -253,8 +252,7 @@ async def test_a_job_reports_progress_until_it_ends(api):
     job_id = started["job"]["id"]
     assert started["job"]["progress"]["devicesTotal"] == 12
 
-    url = api.base_url.replace("http://", "ws://") + "/graphql"
-    async with Client(transport=WebsocketsTransport(url=url)) as session:
+    async with Client(transport=api.websocket()) as session:
         updates = [
             u["provisioningReportProgress"]
             async for u in session.subscribe(
@@ -319,7 +317,7 @@ def parse_csv(text: str) -> list[list[str]]:
 
 async def test_the_history_csv_parses_back_to_the_history(api):
     device = api.simulator.fleet.by_name("seed-meid")
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=api.headers) as http:
         response = await http.get(
             f"{api.base_url}/exports/provisioning-history.csv",
             params={
@@ -357,7 +355,7 @@ async def test_csv_quotes_commas_quotes_and_newlines(api):
         (),
     )
     device = api.simulator.fleet.script(DeviceIdentifier("imei", "771111111111111"), [event])
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=api.headers) as http:
         response = await http.get(
             f"{api.base_url}/exports/provisioning-history.csv",
             params={
@@ -387,7 +385,7 @@ async def test_csv_quotes_commas_quotes_and_newlines(api):
     ],
 )
 async def test_csv_errors_before_the_first_byte_have_a_status(api, params, status, code):
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=api.headers) as http:
         response = await http.get(f"{api.base_url}/exports/provisioning-history.csv", params=params)
     assert response.status_code == status
     assert response.json()["code"] == code
@@ -408,7 +406,7 @@ async def test_an_upstream_failure_mid_stream_is_no_complete_file(api):
 
     async def download() -> None:
         async with (
-            httpx.AsyncClient() as http,
+            httpx.AsyncClient(headers=api.headers) as http,
             http.stream(
                 "GET", f"{api.base_url}/exports/provisioning-history.csv", params=params
             ) as response,
@@ -425,7 +423,7 @@ async def test_an_upstream_failure_mid_stream_is_no_complete_file(api):
 async def test_the_report_csv_of_an_unknown_or_malformed_job(api):
     from graph.relay import global_id
 
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=api.headers) as http:
         missing = await http.get(
             f"{api.base_url}/exports/provisioning-report.csv",
             params={"jobId": global_id("ProvisioningReportJob", "0" * 32)},
@@ -447,7 +445,7 @@ async def test_the_report_csv_matches_the_report(api):
         ("groupBy", "DEVICE"),
         ("bucket", "MONTH"),
     ]
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=api.headers) as http:
         response = await http.get(f"{api.base_url}/exports/provisioning-report.csv", params=params)
     rows = parse_csv(response.text)
     assert rows[0] == [
@@ -474,13 +472,12 @@ async def test_the_report_csv_of_a_finished_job(api):
     devices = ordinary(api, 4)
     variables = {"input": {"devices": [ident(d) for d in devices], **RANGE}}
     job_id = (await api.query(START, variables))["data"]["startProvisioningReport"]["job"]["id"]
-    url = api.base_url.replace("http://", "ws://") + "/graphql"
-    async with Client(transport=WebsocketsTransport(url=url)) as session:
+    async with Client(transport=api.websocket()) as session:
         async for _ in session.subscribe(
             GraphQLRequest(PROGRESS, variable_values={"jobId": job_id})
         ):
             pass
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=api.headers) as http:
         response = await http.get(
             f"{api.base_url}/exports/provisioning-report.csv", params={"jobId": job_id}
         )

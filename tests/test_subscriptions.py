@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import websockets
 from gql import Client, GraphQLRequest, gql
-from gql.transport.websockets import WebsocketsTransport
 from support import Api, api_server, document, fresh_postgres, server_process
 from test_recipes_api import OTHER_ORG, assert_seed_shape, create
 
@@ -27,9 +26,7 @@ WAIT_S = 30  # an upper bound for a delivery, never a synchronisation
 
 @asynccontextmanager
 async def subscription(api, query, variables, protocol="graphql-transport-ws"):
-    url = api.base_url.replace("http://", "ws://") + "/graphql"
-    transport = WebsocketsTransport(url=url, subprotocols=[protocol])
-    async with Client(transport=transport) as session:
+    async with Client(transport=api.websocket(protocol)) as session:
         stream = session.subscribe(GraphQLRequest(query, variable_values=variables))
         try:
             yield stream
@@ -219,9 +216,8 @@ async def test_an_event_made_during_a_broker_outage_arrives_when_it_is_back(
 async def test_a_server_shutting_down_tells_subscribers_to_reconnect(tmp_path: Path):
     servers = api_server(tmp_path)
     api = next(servers)
-    url = api.base_url.replace("http://", "ws://") + "/graphql"
-    async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as socket:
-        await socket.send(json.dumps({"type": "connection_init"}))
+    async with websockets.connect(api.ws_url, subprotocols=["graphql-transport-ws"]) as socket:
+        await socket.send(json.dumps({"type": "connection_init", "payload": api.headers}))
         assert json.loads(await socket.recv())["type"] == "connection_ack"
         await socket.send(
             json.dumps(

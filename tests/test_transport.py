@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,7 +11,6 @@ import httpx
 import pytest
 from gql import Client, gql
 from gql.transport.httpx import HTTPXAsyncTransport
-from gql.transport.websockets import WebsocketsTransport
 from support import document
 
 AUDIT = Path(__file__).parent / "http_audit"
@@ -28,6 +28,7 @@ async def test_the_graphql_over_http_audit_passes_in_full(api):
         text=True,
         timeout=120,
         check=False,
+        env={**os.environ, "AUDIT_AUTHORIZATION": api.headers["Authorization"]},
     )
     assert completed.returncode == 0, completed.stderr
     results = [json.loads(line) for line in completed.stdout.splitlines()]
@@ -43,7 +44,7 @@ async def test_graphql_response_json_is_used_when_accepted(api):
         "data": {"__typename": "Query"},
         "extensions": {"cost": {"upstreamCalls": 0, "cacheHits": 0}},
     }
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=api.headers) as http:
         invalid = await http.post(
             f"{api.base_url}/graphql", json={"query": "{ nope }"}, headers=accept
         )
@@ -56,7 +57,7 @@ async def test_graphql_response_json_is_used_when_accepted(api):
 
 
 async def test_queries_work_over_get(api):
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=api.headers) as http:
         response = await http.get(f"{api.base_url}/graphql", params={"query": "{ __typename }"})
     assert response.json()["data"] == {"__typename": "Query"}
 
@@ -69,7 +70,7 @@ async def test_a_browser_gets_graphiql(api):
 
 
 async def test_gql_runs_a_history_query_over_http(api):
-    transport = HTTPXAsyncTransport(url=f"{api.base_url}/graphql")
+    transport = HTTPXAsyncTransport(url=f"{api.base_url}/graphql", headers=api.headers)
     async with Client(transport=transport) as session:
         result = await session.execute(gql(LATEST), variable_values={**SEED_ESN, "last": 2})
     edges = result["device"]["provisioningHistory"]["edges"]
@@ -78,8 +79,7 @@ async def test_gql_runs_a_history_query_over_http(api):
 
 @pytest.mark.parametrize("subprotocol", ["graphql-transport-ws", "graphql-ws"])
 async def test_gql_runs_a_history_query_over_websocket(api, subprotocol):
-    url = api.base_url.replace("http://", "ws://") + "/graphql"
-    transport = WebsocketsTransport(url=url, subprotocols=[subprotocol])
+    transport = api.websocket(subprotocol)
     async with Client(transport=transport) as session:
         result = await session.execute(gql(LATEST), variable_values={**SEED_ESN, "last": 2})
     assert len(result["device"]["provisioningHistory"]["edges"]) == 2

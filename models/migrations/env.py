@@ -8,7 +8,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 import models.recipes
-import models.reports  # noqa: F401
+import models.reports
+import models.tokens  # noqa: F401
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -1,0 +1,206 @@
+"""Authentication at the edge: who is calling, before anything runs.
+
+HTTP: every request needs ``Authorization: Bearer <token>`` except the health checks,
+the embedded simulator, CORS preflights and GraphiQL's page itself; without a usable
+credential the answer is 401 with a GraphQL error coded ``UNAUTHENTICATED``.
+
+WebSocket: the upgrade is accepted either way, and ``connection_init`` decides. Its
+payload's ``Authorization`` (or ``authToken``) wins over the upgrade request's header;
+with neither usable the socket closes as its protocol says (graphql-transport-ws: 4403;
+graphql-ws: ``connection_error``, then a close).
+"""
+
+import ipaddress
+import logging
+from collections.abc import Mapping
+
+from starlette.requests import HTTPConnection
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+from strawberry.exceptions import ConnectionRejectionError
+
+from graph.context import Context
+from graph.settings import SIMULATOR_MOUNT, Settings
+from models.principal import ANONYMOUS, Principal
+from resolvers.auth import Authenticator, Unauthenticated
+from resolvers.identity import JwtVerifier
+
+log = logging.getLogger(__name__)
+
+UNAUTHENTICATED = "UNAUTHENTICATED"
+OPEN_PATHS = frozenset(("/healthz", "/readyz", "/metrics"))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuses to start with authentication switched off on anything but loopback."""
+    if settings.auth_disabled and not is_loopback(settings.host):
+        raise ValueError(
+            f"AUTH_DISABLED is only allowed with a loopback HOST (127.0.0.1, ::1, "
+            f"localhost), not {settings.host!r}: create a token instead "
+            "(provgraph tokens create)."
+        )
+
+
+def jwt_verifier(settings: Settings) -> JwtVerifier | None:
+    """The verifier of the identity provider's JWTs, if one is configured."""
+    if not settings.auth_jwt_issuer:
+        return None
+    if not settings.auth_jwt_audience:
+        raise ValueError("AUTH_JWT_ISSUER is set, so AUTH_JWT_AUDIENCE must be too.")
+    if bool(settings.auth_jwt_jwks_url) == bool(settings.auth_jwt_public_key):
+        raise ValueError(
+            "AUTH_JWT_ISSUER is set, so exactly one of AUTH_JWT_JWKS_URL and "
+            "AUTH_JWT_PUBLIC_KEY must be too."
+        )
+    return JwtVerifier(
+        issuer=settings.auth_jwt_issuer,
+        audience=settings.auth_jwt_audience,
+        algorithms=[a.strip() for a in settings.auth_jwt_algorithms.split(",") if a.strip()],
+        public_key=settings.auth_jwt_public_key,
+        jwks_url=settings.auth_jwt_jwks_url,
+        organizations_claim=settings.auth_jwt_organizations_claim,
+        scopes_claim=settings.auth_jwt_scopes_claim,
+        account_id_claim=settings.auth_jwt_account_id_claim,
+        leeway_s=settings.auth_jwt_leeway_s,
+    )
+
+
+def principal_of(connection: HTTPConnection) -> Principal:
+    """The caller ``Authentication`` resolved for this request (ANONYMOUS on open paths)."""
+    principal: Principal = getattr(connection.state, "principal", ANONYMOUS)
+    return principal
+
+
+def is_local(connection: HTTPConnection) -> bool:
+    """Whether the connection came in on a loopback address of this host."""
+    server = connection.scope.get("server")
+    return bool(server) and is_loopback(str(server[0]))
+
+
+async def _authenticate(connection: HTTPConnection, authorization: str | None) -> Principal:
+    authenticator: Authenticator = connection.app.state.services.authenticator
+    # The bind is checked at startup, but a server started some other way (uvicorn
+    # --host) may listen further: switched off means switched off for loopback only.
+    if authenticator.disabled and not is_local(connection):
+        raise Unauthenticated("Authentication is off here for loopback connections only.")
+    return await authenticator.authenticate(authorization)
+
+
+def _route_path(connection: HTTPConnection) -> str:
+    # What the router matches: the path below the root path the app is mounted at.
+    return connection.scope["path"].removeprefix(connection.scope.get("root_path", ""))
+
+
+def _graphiql_page(connection: HTTPConnection) -> bool:
+    # The very test Strawberry's view applies before it serves GraphiQL instead of
+    # running anything (BaseView.should_render_graphql_ide).
+    accept = connection.headers.get("accept", "")
+    return (
+        connection.scope["method"] == "GET"
+        and _route_path(connection) == "/graphql"
+        and connection.query_params.get("query") is None
+        and ("text/html" in accept or "*/*" in accept)
+    )
+
+
+def _open(connection: HTTPConnection) -> bool:
+    path = _route_path(connection)
+    return (
+        connection.scope["method"] == "OPTIONS"
+        or path in OPEN_PATHS
+        or path.startswith(SIMULATOR_MOUNT + "/")
+        or _graphiql_page(connection)
+    )
+
+
+def unauthenticated(error: Unauthenticated) -> JSONResponse:
+    challenge = 'Bearer error="invalid_token"' if error.presented else "Bearer"
+    return JSONResponse(
+        {"errors": [{"message": error.reason, "extensions": {"code": UNAUTHENTICATED}}]},
+        status_code=401,
+        headers={"WWW-Authenticate": challenge},
+    )
+
+
+def _log_refusal(connection: HTTPConnection, error: Unauthenticated) -> None:
+    client = connection.client.host if connection.client else "?"
+    log.info("unauthenticated %s from %s: %s", _route_path(connection), client, error.reason)
+
+
+class Authentication:
+    """Resolves the caller of every HTTP request into ``request.state.principal``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        connection = HTTPConnection(scope)
+        if not _open(connection):
+            try:
+                principal = await _authenticate(connection, connection.headers.get("authorization"))
+            except Unauthenticated as error:
+                _log_refusal(connection, error)
+                await unauthenticated(error)(scope, receive, send)
+                return
+            connection.state.principal = principal
+        await self.app(scope, receive, send)
+
+
+async def upgrade_principal(connection: HTTPConnection) -> Principal:
+    """The caller the WebSocket upgrade request's header names; ANONYMOUS until
+    ``connection_init`` says otherwise."""
+    authorization = connection.headers.get("authorization")
+    authenticator: Authenticator = connection.app.state.services.authenticator
+    if authorization is None and not authenticator.disabled:
+        return ANONYMOUS
+    try:
+        return await _authenticate(connection, authorization)
+    except Unauthenticated as error:
+        _log_refusal(connection, error)
+        return ANONYMOUS
+
+
+def _init_authorization(params: Mapping[str, object] | None) -> str | None:
+    """The Authorization a ``connection_init`` payload carries, in either common form."""
+    for key, value in (params or {}).items():
+        if not isinstance(value, str):
+            continue
+        if key.lower() == "authorization":
+            return value
+        if key.lower() == "authtoken":
+            return value if value.lower().startswith("bearer ") else f"Bearer {value}"
+    return None
+
+
+async def authenticate_connection_init(context: Context) -> None:
+    """Sets the socket's caller from ``connection_init``, or rejects the connection."""
+    authenticator = context.services.authenticator
+    # Switched off, the upgrade already decided (loopback connections only).
+    authorization = (
+        None if authenticator.disabled else _init_authorization(context.connection_params)
+    )
+    try:
+        if authorization is not None:
+            context.principal = await authenticator.authenticate(authorization)
+        elif context.principal is ANONYMOUS:
+            raise Unauthenticated(
+                "Authentication required: send Authorization in connection_init.",
+                presented=False,
+            )
+    except Unauthenticated as error:
+        log.info("unauthenticated WebSocket: %s", error.reason)
+        raise ConnectionRejectionError(
+            {"message": error.reason, "extensions": {"code": UNAUTHENTICATED}}
+        ) from error

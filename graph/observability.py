@@ -1,0 +1,162 @@
+"""Every GraphQL error gets a code, unexpected ones are masked and logged once; operations
+and open subscriptions are counted; ``GET /metrics`` serves the counts."""
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Iterator
+
+import strawberry
+from graphql import GraphQLError, GraphQLSyntaxError, get_operation_ast
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
+
+from graph.errors import _extensions as typed_extensions
+from graph.limits import QUERY_TOO_COMPLEX, parse_refused
+from graph.logs import current_request
+from graph.middleware import DEADLINE_EXCEEDED, INTERNAL_SERVER_ERROR, UNEXPECTED, error_body
+from resolvers.metrics import OPEN_SUBSCRIPTIONS, REQUESTS
+
+GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
+GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+MAX_OPERATION_LABELS = 200
+"""Distinct operation names the metrics keep apart; later ones count as "other"."""
+
+log = logging.getLogger(__name__)
+
+
+def _unexpected(error: GraphQLError) -> bool:
+    original = error.original_error
+    if original is None or isinstance(original, GraphQLError):
+        return False  # graphql-core's own findings, or raised on purpose with a message
+    # A scalar refusing an input value points at the value in the document. An exception
+    # escaping a resolver has a path; one escaping an extension hook has neither.
+    return error.path is not None or not error.nodes
+
+
+def _mask(error: GraphQLError) -> None:
+    """In place, so that every way Strawberry returns errors returns the masked one."""
+    info = current_request()
+    where = ".".join(str(key) for key in error.path) if error.path else None
+    log.error("unexpected error", exc_info=error.original_error, extra={"field": where})
+    error.message = UNEXPECTED
+    error.original_error = None
+    error.extensions = {"code": INTERNAL_SERVER_ERROR}
+    if info is not None:
+        error.extensions["requestId"] = info.id
+
+
+def classify(error: GraphQLError) -> None:
+    """Gives ``error`` its code; masks it when nobody meant it to happen."""
+    if (error.extensions or {}).get("code"):
+        return
+    typed = typed_extensions(error.original_error) if error.original_error else None
+    if typed is not None:
+        error.extensions = {**(error.extensions or {}), **typed}
+    elif _unexpected(error):
+        _mask(error)
+    elif isinstance(error, GraphQLSyntaxError) and parse_refused(error):
+        error.extensions = {"code": QUERY_TOO_COMPLEX, "limit": "tokens"}
+    elif isinstance(error, GraphQLSyntaxError):
+        error.extensions = {"code": GRAPHQL_PARSE_FAILED}
+    elif error.path is None:
+        error.extensions = {"code": GRAPHQL_VALIDATION_FAILED}
+    else:  # graphql-core found a resolved value the schema cannot hold: our bug
+        error.extensions = {"code": INTERNAL_SERVER_ERROR}
+
+
+class Schema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # Instead of Strawberry's logging of every error with its traceback: unexpected
+        # errors are logged where they are masked, the rest are the caller's business.
+        for error in errors:
+            classify(error)
+
+
+_labels: set[str] = set()
+
+
+def _operation_label(context: ExecutionContext) -> str:
+    document = context.graphql_document
+    operation = get_operation_ast(document, context.operation_name) if document else None
+    name = operation.name.value if operation is not None and operation.name else None
+    if name is None:
+        return "anonymous"
+    # Names come from clients: keep the label set bounded whatever they send.
+    if name not in _labels and len(_labels) >= MAX_OPERATION_LABELS:
+        return "other"
+    _labels.add(name)
+    return name
+
+
+def _past_deadline() -> bool:
+    info = current_request()
+    return info is not None and info.deadline is not None and info.deadline.expired()
+
+
+def _outcome(errors: list[GraphQLError] | None) -> str:
+    if not errors:
+        return "ok"
+    return str((errors[0].extensions or {}).get("code") or INTERNAL_SERVER_ERROR)
+
+
+class OperationMetrics(SchemaExtension):
+    """provgraph_requests by operation and outcome; provgraph_open_subscriptions."""
+
+    def __init__(self) -> None:
+        self._subscribed = False
+
+    def on_execute(self) -> Iterator[None]:
+        if self.execution_context.operation_type is OperationType.SUBSCRIPTION:
+            self._subscribed = True
+            OPEN_SUBSCRIPTIONS.inc()
+        yield
+
+    def on_operation(self) -> Iterator[None]:
+        outcome: str | None = None
+        try:
+            yield
+            result = self.execution_context.result
+            outcome = _outcome(getattr(result, "errors", None))
+        except GraphQLError as error:  # refused by a hook (the cost limit)
+            outcome = _outcome([error])
+            raise
+        except GeneratorExit:
+            outcome = "ok"  # a subscription its client ended
+            raise
+        except asyncio.CancelledError:
+            outcome = DEADLINE_EXCEEDED if _past_deadline() else "cancelled"
+            raise
+        except Exception:
+            outcome = INTERNAL_SERVER_ERROR
+            raise
+        finally:
+            if self._subscribed:
+                OPEN_SUBSCRIPTIONS.dec()
+            label = _operation_label(self.execution_context)
+            if (info := current_request()) is not None:
+                info.operation = label  # for the access line
+            if outcome is not None:
+                REQUESTS.labels(label, outcome).inc()
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text format; behind METRICS_TOKEN when that is set."""
+    token = request.app.state.services.settings.metrics_token
+    if token is not None:
+        expected = f"Bearer {token.get_secret_value()}".encode()
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return Response(
+                error_body("GET /metrics needs its bearer token.", "UNAUTHENTICATED"),
+                status_code=401,
+                media_type="application/json",
+                headers={"www-authenticate": "Bearer"},
+            )
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

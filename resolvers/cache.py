@@ -272,7 +272,15 @@ class UpstreamCache:
         pending = self._loading.get(key)
         if pending is not None:
             # Another task of this process is loading it: share its result (or error).
-            value, found = await asyncio.shield(pending)
+            try:
+                value, found = await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not pending.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                # The loader's own request was cancelled (its deadline, a client gone):
+                # that is no failure of this request, which loads for itself instead.
+                return await self._get_or_load(key, load, ttl_s)
             return value, Found.STALE if found is Found.STALE else Found.CACHED
         future: asyncio.Future[tuple[CachedValue, Found]] = (
             asyncio.get_running_loop().create_future()
@@ -286,6 +294,9 @@ class UpstreamCache:
                     raise
                 log.info("serving a stale cache entry: %s", error.category)
                 answer = stale, Found.STALE
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # waiters may be none: keep asyncio from warning

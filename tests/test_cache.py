@@ -122,6 +122,31 @@ async def test_a_failed_load_fails_every_waiter_and_is_not_cached():
     assert (await cache.get_or_load("k", working, 60)) == (window(1), False)
 
 
+async def test_a_cancelled_loader_leaves_its_waiters_to_load_for_themselves():
+    cache = UpstreamCache(BoundedMemoryCache(max_weight=1000), lock_ttl_s=1)
+    calls = 0
+    first_started = asyncio.Event()
+
+    async def load():
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the first loader's request is cancelled while it waits upstream
+            first_started.set()
+            await asyncio.Event().wait()
+        return window(2)
+
+    owner = asyncio.create_task(cache.get_or_load("k", load, 60))
+    await first_started.wait()
+    waiter = asyncio.create_task(cache.get_or_load("k", load, 60))
+    for _ in range(20):  # loop turns, not time: the waiter reaches the shared load
+        await asyncio.sleep(0)
+    owner.cancel()
+    assert (await waiter) == (window(2), False)
+    assert calls == 2
+    with pytest.raises(asyncio.CancelledError):
+        await owner
+
+
 def test_the_redis_codec_round_trips_every_value():
     codec = ValueCodec()
     page = DeviceListPage(

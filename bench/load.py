@@ -33,6 +33,7 @@ import httpx
 import websockets
 
 from bench.auth import bearer, service_auth_environment
+from bench.reports import memory_mib
 from soap.simulator.background import serving_process
 from soap.simulator.fleet import Fleet
 from soap.simulator.server import MOUNT
@@ -133,16 +134,9 @@ async def subscriber(url: str, token: str, received: set[str], ready: asyncio.Ev
                 received.add(data["payload"]["data"]["provisioningRecipeCreated"]["id"])
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
 async def sample_memory(pid: int, samples: list[float], until: float) -> None:
     while time.perf_counter() < until:
-        samples.append(rss_mib(pid))
+        samples.append(memory_mib(pid, "VmRSS"))
         await asyncio.sleep(1)
 
 

@@ -38,11 +38,12 @@ JOB = """query ($id: ID!) { provisioningReportJob(id: $id) {
   error } }"""
 
 
-def peak_rss_mib(pid: int) -> float:
+def memory_mib(pid: int, field: str = "VmHWM") -> float:
+    """A process's memory from /proc: its peak resident size, or ``field`` (VmRSS: now)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
+    raise RuntimeError(f"no {field}")
 
 
 def service(upstream: Served, database: Path):
@@ -153,7 +154,7 @@ async def main(count: int, latency_ms: float) -> int:
             service(upstream, Path(tmp) / "report.db") as api,
         ):
             ok &= await report(api.url, devices, latency_ms / 1000)
-            print(f"  service peak memory {peak_rss_mib(api.pid):.0f} MiB")
+            print(f"  service peak memory {memory_mib(api.pid):.0f} MiB")
         print("\nhistory CSV export, each in a fresh service process")
         peaks = {}
         with serving_process(
@@ -162,7 +163,7 @@ async def main(count: int, latency_ms: float) -> int:
             for size in BULK:
                 with service(upstream, Path(tmp) / f"export-{size}.db") as api:
                     rows, _ = await export(api.url, bulk[size])
-                    peaks[size] = peak_rss_mib(api.pid)
+                    peaks[size] = memory_mib(api.pid)
                     print(f", service peak memory {peaks[size]:.0f} MiB")
                     ok &= rows == size
     ratio = peaks[BULK[1]] / peaks[BULK[0]]

@@ -139,7 +139,6 @@ def create_app(
             recipes=recipes,
             hub=hub,
             jobs=jobs,
-            tokens=tokens,
             authenticator=Authenticator(tokens, jwts, disabled=settings.auth_disabled),
             development_token=await development_token(settings, tokens),
         )

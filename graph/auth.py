@@ -15,11 +15,12 @@ import logging
 from collections.abc import Mapping
 
 from starlette.requests import HTTPConnection
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.exceptions import ConnectionRejectionError
 
 from graph.context import Context
+from graph.middleware import error_body, route_path
 from graph.settings import SIMULATOR_MOUNT, Settings
 from models.principal import ANONYMOUS, Principal
 from resolvers.auth import Authenticator, Unauthenticated
@@ -95,25 +96,20 @@ async def _authenticate(connection: HTTPConnection, authorization: str | None) -
     return await authenticator.authenticate(authorization)
 
 
-def _route_path(connection: HTTPConnection) -> str:
-    # What the router matches: the path below the root path the app is mounted at.
-    return connection.scope["path"].removeprefix(connection.scope.get("root_path", ""))
-
-
 def _graphiql_page(connection: HTTPConnection) -> bool:
     # The very test Strawberry's view applies before it serves GraphiQL instead of
     # running anything (BaseView.should_render_graphql_ide).
     accept = connection.headers.get("accept", "")
     return (
         connection.scope["method"] == "GET"
-        and _route_path(connection) == "/graphql"
+        and route_path(connection.scope) == "/graphql"
         and connection.query_params.get("query") is None
         and ("text/html" in accept or "*/*" in accept)
     )
 
 
 def _open(connection: HTTPConnection) -> bool:
-    path = _route_path(connection)
+    path = route_path(connection.scope)
     return (
         connection.scope["method"] == "OPTIONS"
         or path in OPEN_PATHS
@@ -122,18 +118,19 @@ def _open(connection: HTTPConnection) -> bool:
     )
 
 
-def unauthenticated(error: Unauthenticated) -> JSONResponse:
+def unauthenticated(error: Unauthenticated) -> Response:
     challenge = 'Bearer error="invalid_token"' if error.presented else "Bearer"
-    return JSONResponse(
-        {"errors": [{"message": error.reason, "extensions": {"code": UNAUTHENTICATED}}]},
+    return Response(
+        error_body(error.reason, UNAUTHENTICATED),
         status_code=401,
+        media_type="application/json",
         headers={"WWW-Authenticate": challenge},
     )
 
 
 def _log_refusal(connection: HTTPConnection, error: Unauthenticated) -> None:
     client = connection.client.host if connection.client else "?"
-    log.info("unauthenticated %s from %s: %s", _route_path(connection), client, error.reason)
+    log.info("unauthenticated %s from %s: %s", route_path(connection.scope), client, error.reason)
 
 
 class Authentication:

@@ -15,7 +15,6 @@ from resolvers.devices import Device, find_devices
 from resolvers.events import EventHub
 from resolvers.jobs import ReportJobs
 from resolvers.recipes import RecipeStore
-from resolvers.tokens import TokenStore
 from resolvers.upstream import Cost, Upstream
 from soap.client import UwsClient
 
@@ -32,7 +31,6 @@ class Services:
     recipes: RecipeStore
     hub: EventHub
     jobs: ReportJobs
-    tokens: TokenStore
     authenticator: Authenticator
     development_token: str | None = None
     """The secret GraphiQL is prefilled with (``AUTH_DEV_TOKEN``, loopback binds only)."""

@@ -53,6 +53,7 @@ _SQL = re.compile(r"\[(SQL|parameters):.*", re.DOTALL)  # SQLAlchemy appends bot
 _MARKUP = re.compile(r"<.*", re.DOTALL)  # an XML or HTML document, e.g. a SOAP envelope
 _USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 _BEARER = re.compile(r"\b(bearer)\s+\S+", re.IGNORECASE)
+_API_TOKEN = re.compile(r"\bpgr_[A-Za-z0-9_-]+")  # also bare, as an authToken value
 _MESSAGE_LIMIT = 300
 
 
@@ -62,6 +63,7 @@ def scrub(text: str) -> str:
     text = _MARKUP.sub("", text)
     text = _USERINFO.sub(r"\1***@", text)
     text = _BEARER.sub(r"\1 ***", text)
+    text = _API_TOKEN.sub("pgr_***", text)
     return " ".join(text.split())[:_MESSAGE_LIMIT]
 
 

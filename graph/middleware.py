@@ -31,6 +31,11 @@ access = logging.getLogger("provgraph.access")
 log = logging.getLogger(__name__)
 
 
+def route_path(scope: Scope) -> str:
+    """What the router matches: the path below the root path the app is mounted at."""
+    return str(scope["path"]).removeprefix(scope.get("root_path", ""))
+
+
 def error_body(message: str, code: str) -> bytes:
     """A GraphQL-shaped error, with the current request's id; records the outcome."""
     extensions = {"code": code}
@@ -140,7 +145,7 @@ class RequestContext:
             fields["operation"] = info.operation
         if info.outcome is not None:
             fields["outcome"] = info.outcome
-        level = logging.DEBUG if scope["path"].startswith(self.quiet) else logging.INFO
+        level = logging.DEBUG if route_path(scope).startswith(self.quiet) else logging.INFO
         access.log(
             level, "%s %s %s %.1f ms", method, scope["path"], status, seconds * 1000, extra=fields
         )

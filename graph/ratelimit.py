@@ -16,7 +16,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from graph.middleware import send_error
+from graph.middleware import route_path, send_error
 from resolvers.metrics import RATE_LIMITED
 
 RATE_LIMITED_CODE = "RATE_LIMITED"
@@ -69,7 +69,7 @@ class RateLimit:
         if (
             self.item is None
             or scope["type"] not in ("http", "websocket")
-            or not scope["path"].startswith(self.paths)
+            or not route_path(scope).startswith(self.paths)
         ):
             await self.app(scope, receive, send)
             return

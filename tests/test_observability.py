@@ -159,6 +159,7 @@ def test_scrub_cuts_what_must_never_be_logged():
     assert scrub("reply was <s:Envelope><token>abc</token>") == "reply was"
     assert scrub("redis://:hunter2@cache:6379/0 down") == "redis://***@cache:6379/0 down"
     assert scrub("sent Authorization: Bearer eyJhbGciOi.x.y") == "sent Authorization: Bearer ***"
+    assert scrub("authToken pgr_AbC-12_x refused") == "authToken pgr_*** refused"
 
 
 async def metric_samples(api: Api, headers: dict | None = None) -> dict:

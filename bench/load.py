@@ -74,8 +74,10 @@ async def post(http: httpx.AsyncClient, query: str, variables: dict) -> dict:
     return response.json()
 
 
-async def reader(http: httpx.AsyncClient, devices: list, tally: Tally, until: float) -> None:
-    rng = random.Random(len(tally.latencies["history"]))
+async def reader(
+    http: httpx.AsyncClient, devices: list, tally: Tally, until: float, seed: int
+) -> None:
+    rng = random.Random(seed)  # each reader its own devices and ranges
     while time.perf_counter() < until:
         kind, identifier = rng.choice(devices)
         year = rng.randint(2015, 2024)
@@ -173,7 +175,7 @@ async def run(base: str, pid: int, token: str, options: argparse.Namespace) -> b
         await asyncio.gather(
             sample_memory(pid, memory, until),
             *(writer(http, n, tally, until) for n in range(writers)),
-            *(reader(http, devices, tally, until) for _ in range(options.clients - writers)),
+            *(reader(http, devices, tally, until, n) for n in range(options.clients - writers)),
         )
         elapsed = time.perf_counter() - started
     # Deliveries still in flight when the clock stopped: give them a bounded grace.
@@ -217,7 +219,7 @@ async def main(options: argparse.Namespace) -> int:
     }
     with tempfile.TemporaryDirectory() as tmp:
         database = f"sqlite+aiosqlite:///{Path(tmp) / 'load.db'}"
-        auth, token = service_auth_environment(), bearer(organizations=["*"])
+        auth, token = service_auth_environment(), bearer()
         with serving_process("soap.simulator.server:create_app", simulator) as upstream:
             environment = {
                 "UWS_BASE_URL": upstream.url + MOUNT,

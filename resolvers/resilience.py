@@ -177,9 +177,9 @@ class Resilience:
                 if not error.transient or retry >= self.retry.attempts:
                     raise
                 await self._sleep(self.retry.delay(retry, self._uniform))
-                # Other calls may have opened the circuit meanwhile: the upstream is known
-                # to be down, and only the probe may still call it.
-                if self.breaker.state == "open" and not probe:
+                # Other calls may have opened the circuit meanwhile (and, its cool-down
+                # over, be probing): only the probe may still call the upstream then.
+                if self.breaker.state != "closed" and not probe:
                     raise
             UPSTREAM_RETRIES.labels(operation).inc()
 

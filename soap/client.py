@@ -113,13 +113,15 @@ class UwsClient:
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.close()
+            self._http = None
 
-    def _session_for_loop(self) -> aiohttp.ClientSession:
+    def _http_session(self) -> aiohttp.ClientSession:
         if self._http is None:
             self._http = aiohttp.ClientSession(
                 # aiohttp turns Nagle's algorithm off on its connections: a request's
-                # body never waits for the delayed ACK of its head.
-                connector=aiohttp.TCPConnector(limit=64),
+                # body never waits for the delayed ACK of its head. No connection cap of
+                # its own: the in-flight semaphore is the one cap on calls.
+                connector=aiohttp.TCPConnector(limit=0),
                 timeout=aiohttp.ClientTimeout(
                     sock_connect=self._timeout_s, sock_read=self._timeout_s
                 ),
@@ -212,7 +214,7 @@ class UwsClient:
                 endpoint.service, operation, Input=request, _soapheaders=headers
             )
         )
-        http = self._session_for_loop()
+        http = self._http_session()
         http_headers = {
             "SOAPAction": f'"{soap_action(endpoint.interface, operation)}"',
             "Content-Type": "text/xml; charset=utf-8",

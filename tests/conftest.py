@@ -3,7 +3,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import POSTGRES_URL, Api, api_server, fresh_postgres, require_service
+from support import POSTGRES_URL, REDIS_URL, Api, api_server, fresh_postgres, require_service
 
 from graph.settings import SIMULATOR_MOUNT
 from soap.client import UwsClient
@@ -59,7 +59,7 @@ async def uws(upstream: Upstream) -> AsyncIterator[UwsClient]:
 @pytest.fixture
 def redis_url() -> str:
     require_service("Redis", "127.0.0.1", 6379)
-    return "redis://127.0.0.1:6379/0"
+    return REDIS_URL
 
 
 @pytest.fixture

@@ -163,7 +163,11 @@ def server_process(**environment: str) -> Iterator[str]:
         yield served.url
 
 
-POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+# Overridable so that test runs side by side on one machine keep to their own database.
+POSTGRES_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 async def fresh_postgres() -> None:

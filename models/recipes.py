@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 RECIPE_STATUSES = ("Pending", "Applied", "Failed", "Invalid")
@@ -15,6 +15,14 @@ class ProvisioningRecipe(SQLModel, table=True):
     __table_args__ = (
         Index("ix_recipes_org_id", "organization_uid", "id"),
         Index("ix_recipes_device", "device_kind", "device_identifier", "id"),
+        # A key is its caller's own, per organization: another tenant's (or credential's)
+        # key can neither replay nor block this one.
+        UniqueConstraint(
+            "organization_uid",
+            "idempotency_subject",
+            "idempotency_key",
+            name="uq_recipes_idempotency",
+        ),
     )
 
     id: int | None = Field(
@@ -46,7 +54,9 @@ class ProvisioningRecipe(SQLModel, table=True):
     originator_policy_uid: str | None = Field(default=None, max_length=32)
     device_kind: str | None = Field(default=None, max_length=16)
     device_identifier: str | None = Field(default=None, max_length=64)
-    idempotency_key: str | None = Field(default=None, max_length=128, unique=True)
+    idempotency_key: str | None = Field(default=None, max_length=128)
+    idempotency_subject: str | None = Field(default=None, max_length=128)
+    """The subject of the principal that used the key (null on rows older than the scope)."""
     idempotency_digest: str | None = Field(default=None, max_length=64)
     """A digest of the creating input, to tell a retry from a reuse of the key."""
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -1,7 +1,9 @@
 """Provisioning recipes: validation, storage with their outbox events, keyset pages.
 
 Status transitions: Pending -> Applied | Failed | Invalid, and Failed -> Pending (a
-retry). Applied and Invalid are final.
+retry). Applied and Invalid are final. A transition is a compare-and-set on the status read
+(one UPDATE ... WHERE status = <read>), so concurrent updates cannot both leave one status,
+on SQLite (no row locks) as on PostgreSQL; its event is written in the same transaction.
 """
 
 import hashlib
@@ -13,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, text
+from sqlalchemy import func, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
@@ -23,6 +25,7 @@ from models import recipe_events
 from models.devices import DeviceIdentifier
 from models.principal import Principal
 from models.recipes import OutboxEvent, ProvisioningRecipe
+from models.text import UNSTORABLE_RULE, storable
 
 TRANSITIONS = {
     "Pending": {"Applied", "Failed", "Invalid"},
@@ -99,6 +102,17 @@ def _check_uid(errors: list[UserError], path: list[str], value: str | None) -> s
     return value.lower()
 
 
+def _check_characters(errors: list[UserError], path: list[str], value: str | None) -> None:
+    if value is not None and not storable(value):
+        errors.append(
+            UserError(
+                path,
+                "INVALID_CHARACTERS",
+                f"Text {UNSTORABLE_RULE}",
+            )
+        )
+
+
 def _check_text(
     errors: list[UserError], name: str, value: str | None, *, required: bool = False
 ) -> str | None:
@@ -112,6 +126,8 @@ def _check_text(
         errors.append(
             UserError(["input", name], "TOO_LONG", f"At most {MAX_TEXT[name]} characters.")
         )
+    else:
+        _check_characters(errors, ["input", name], value)
     return value
 
 
@@ -152,6 +168,8 @@ def validate(new: NewRecipe) -> tuple[NewRecipe, list[UserError]]:
                 ["input", "idempotencyKey"], "INVALID", f"1 to {MAX_IDEMPOTENCY_KEY} characters."
             )
         )
+    else:
+        _check_characters(errors, ["input", "idempotencyKey"], new.idempotency_key)
     canonical = NewRecipe(
         organization_uid=organization or "",
         brand=brand or "",
@@ -230,11 +248,19 @@ class RecipeStore:
                     "You may not create recipes for this organization.",
                 )
             )
+        if new.owner_organization_uid and not principal.may_see(new.owner_organization_uid):
+            errors.append(
+                UserError(
+                    ["input", "owner", "organizationUid"],
+                    "FORBIDDEN",
+                    "You may not name an organization you do not act for as the owner.",
+                )
+            )
         if errors:
             return Outcome(errors=errors)
         digest = _digest(new)
         if new.idempotency_key is not None:
-            earlier = await self._by_idempotency_key(new.idempotency_key)
+            earlier = await self._by_idempotency_key(new, principal)
             if earlier is not None:
                 return await self._replay(earlier, digest)
         if new.device is not None and not await device_exists(new.device):
@@ -272,6 +298,7 @@ class RecipeStore:
             device_kind=new.device.kind if new.device else None,
             device_identifier=new.device.identifier if new.device else None,
             idempotency_key=new.idempotency_key,
+            idempotency_subject=principal.subject if new.idempotency_key else None,
             idempotency_digest=digest if new.idempotency_key else None,
             created_at=now,
             updated_at=now,
@@ -283,16 +310,25 @@ class RecipeStore:
                 row = await self._emit(session, recipe, recipe_events.created)
         except IntegrityError:
             # A concurrent request with the same idempotency key won the race.
-            earlier = await self._by_idempotency_key(new.idempotency_key or "")
+            earlier = await self._by_idempotency_key(new, principal)
             if earlier is None:
                 raise
             return await self._replay(earlier, digest)
         return Outcome(recipe, row.document, seq=row.seq)
 
-    async def _by_idempotency_key(self, key: str) -> ProvisioningRecipe | None:
+    async def _by_idempotency_key(
+        self, new: NewRecipe, principal: Principal
+    ) -> ProvisioningRecipe | None:
+        """The recipe this caller created with this key for this organization, if any."""
+        if new.idempotency_key is None:
+            return None
         async with self._sessions() as session:
             found = await session.exec(
-                select(ProvisioningRecipe).where(ProvisioningRecipe.idempotency_key == key)
+                select(ProvisioningRecipe).where(
+                    ProvisioningRecipe.organization_uid == new.organization_uid,
+                    ProvisioningRecipe.idempotency_subject == principal.subject,
+                    ProvisioningRecipe.idempotency_key == new.idempotency_key,
+                )
             )
             return found.first()
 
@@ -324,48 +360,84 @@ class RecipeStore:
         error_message: str | None = None,
         warning_message: str | None = None,
     ) -> Outcome:
-        errors = []
+        errors: list[UserError] = []
         for name, value in (("errorMessage", error_message), ("warningMessage", warning_message)):
             if value is not None and len(value) > MAX_MESSAGE:
                 errors.append(
                     UserError(["input", name], "TOO_LONG", f"At most {MAX_MESSAGE} characters.")
                 )
+            else:
+                _check_characters(errors, ["input", name], value)
         if not _UID.fullmatch(uid):
             errors.append(
                 UserError(["input", "uid"], "INVALID_UID", "Must be 32 hexadecimal characters.")
             )
         if errors:
             return Outcome(errors=errors)
+        uid = uid.lower()
         async with self._sessions() as session, session.begin():
-            found = await session.exec(
-                select(ProvisioningRecipe)
-                .where(ProvisioningRecipe.uid == uid.lower())
-                .with_for_update()
-            )
-            recipe = found.first()
-            if recipe is None or not principal.may_see(recipe.organization_uid):
-                return Outcome(
-                    errors=[UserError(["input", "uid"], "NOT_FOUND", "No recipe has this uid.")]
+            while True:
+                found = await session.exec(
+                    select(ProvisioningRecipe)
+                    .where(ProvisioningRecipe.uid == uid)
+                    .with_for_update()
+                    .execution_options(populate_existing=True)  # a re-read reads anew
                 )
-            if status not in TRANSITIONS[recipe.status]:
-                allowed = ", ".join(sorted(TRANSITIONS[recipe.status])) or "none (final)"
-                return Outcome(
-                    errors=[
-                        UserError(
-                            ["input", "status"],
-                            "INVALID_TRANSITION",
-                            f"A {recipe.status} recipe cannot become {status}; allowed: {allowed}.",
-                        )
-                    ]
+                current = found.first()
+                if current is None or not principal.may_see(current.organization_uid):
+                    return Outcome(
+                        errors=[UserError(["input", "uid"], "NOT_FOUND", "No recipe has this uid.")]
+                    )
+                if status not in TRANSITIONS[current.status]:
+                    allowed = ", ".join(sorted(TRANSITIONS[current.status])) or "none (final)"
+                    return Outcome(
+                        errors=[
+                            UserError(
+                                ["input", "status"],
+                                "INVALID_TRANSITION",
+                                f"A {current.status} recipe cannot become {status}; "
+                                f"allowed: {allowed}.",
+                            )
+                        ]
+                    )
+                recipe = await self._compare_and_set(
+                    session, uid, current.status, status, error_message, warning_message
                 )
-            recipe.status = status
-            recipe.error_message = error_message
-            recipe.warning_message = warning_message
-            recipe.updated_at = _now()
-            session.add(recipe)
-            await session.flush()
+                if recipe is not None:
+                    break
+                # Another update moved it between our read and our write: SQLite has no
+                # row locks, so FOR UPDATE held nothing (on PostgreSQL it holds the row and
+                # this cannot happen). The UPDATE has taken SQLite's write lock, though:
+                # the status read again stays put until commit, so one more turn settles.
             row = await self._emit(session, recipe, recipe_events.status_updated)
         return Outcome(recipe, row.document, seq=row.seq)
+
+    async def _compare_and_set(
+        self,
+        session: AsyncSession,
+        uid: str,
+        expected: str,
+        status: str,
+        error_message: str | None,
+        warning_message: str | None,
+    ) -> ProvisioningRecipe | None:
+        """Moves the recipe from ``expected`` to ``status`` in one statement, if its status
+        is still ``expected``; the moved recipe, or None."""
+        moved = await session.exec(
+            update(ProvisioningRecipe)
+            .where(col(ProvisioningRecipe.uid) == uid, col(ProvisioningRecipe.status) == expected)
+            .values(
+                status=status,
+                error_message=error_message,
+                warning_message=warning_message,
+                updated_at=_now(),
+            )
+            .returning(ProvisioningRecipe)
+            # Only the row the database returns is moved: the session must not apply the
+            # change to its copy when the statement matched nothing.
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+        return moved.scalars().first()
 
     async def get(self, uid: str, principal: Principal) -> ProvisioningRecipe | None:
         if not _UID.fullmatch(uid):

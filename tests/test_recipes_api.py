@@ -19,13 +19,11 @@ OTHER_ORG = "11111111111111111111111111111111"
 
 
 def full_input(**changes) -> dict:
-    """Every field the seed example has, in the API's input form."""
+    """Every field the seed example has, in the API's input form; but the owner's
+    organization, which only a caller acting for it may name."""
     p = SEED_EXAMPLE["payload"]
     value = {
-        "owner": {
-            "organizationUid": "f32a128c0000000000000000b175739b",
-            "parentCompanyUid": "9a52dc0a000000000000000092acfccc",
-        },
+        "owner": {"parentCompanyUid": "9a52dc0a000000000000000092acfccc"},
         "organizationUid": ORG,
         "confirmedOwnership": p["confirmedOwnership"],
         "serialNumber": p["serialNumber"],

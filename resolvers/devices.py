@@ -8,7 +8,7 @@ from models.devices import DeviceIdentifier, DeviceListPage, DeviceRecord
 from models.instants import parse_instant
 from resolvers.upstream import Cost, Upstream
 from soap.contract import DEVICE_NOT_FOUND
-from soap.errors import UpstreamFault
+from soap.errors import UpstreamError, UpstreamFault
 
 PROBE_INSTANT = parse_instant("2000-01-01T00:00:00Z")
 """A fixed, empty range asked for to learn whether the upstream knows a device."""
@@ -19,8 +19,9 @@ class Device(NamedTuple):
 
     identifier: DeviceIdentifier
     identifiers: tuple[DeviceIdentifier, ...]
+    """All it has where the device list gave the device; else the one asked by alone."""
     record: DeviceRecord | None
-    """Its GetDeviceList entry, where the device list has it."""
+    """Its GetDeviceList entry, where the device list gave the device."""
 
 
 class DeviceListPosition(NamedTuple):
@@ -94,14 +95,20 @@ async def find_devices(
 ) -> list[Device | None]:
     """Each identifier's device, or None where the upstream does not know it.
 
-    The device list (cached) gives every identifier a device has. One it lacks, such as
-    a device added since the list was cached, is asked of the upstream directly.
+    A device list the cache holds gives every identifier a device has. Any other device
+    is asked of the upstream directly, by an empty history probe (cached for good): one
+    call a device, where an uncached list costs a call per 2,000 devices of the account,
+    and an account without the right to list devices cannot read it at all. A device
+    found so carries only the identifier it was asked by; ``all_identifiers`` gives the
+    rest when they are wanted.
     """
     keys = [DeviceIdentifier(w.kind, w.identifier.upper()) for w in wanted]
     found: dict[DeviceIdentifier, DeviceRecord] = {}
     page_after: int | None = None
     while len(found) < len(set(keys)):
-        page = await upstream.device_list(page_after, cost)
+        page = await upstream.cached_device_list(page_after, cost)
+        if page is None:
+            break
         index = _index(page)
         found.update((key, index[key]) for key in keys if key in index)
         if page.is_complete or not page.devices:
@@ -123,3 +130,32 @@ async def find_devices(
         else:
             results.append(Device(asked, (asked,), None))
     return results
+
+
+async def all_identifiers(
+    upstream: Upstream, cost: Cost, device: Device
+) -> tuple[DeviceIdentifier, ...]:
+    """Every identifier of the device: those of its device-list entry.
+
+    The list is read (from the cache, else the upstream) up to the device's entry. A
+    device the list lacks has the identifier it was asked by alone. So has every device
+    of a request where the list cannot be read (an account without the right to list
+    devices, say): the request's cost keeps the first reason, for one warning.
+    """
+    if device.record is not None or cost.device_list_unavailable is not None:
+        return device.identifiers
+    key = DeviceIdentifier(device.identifier.kind, device.identifier.identifier.upper())
+    page_after: int | None = None
+    try:
+        while True:
+            page = await upstream.device_list(page_after, cost)
+            record = _index(page).get(key)
+            if record is not None:
+                return record.identifiers
+            if page.is_complete or not page.devices:
+                return device.identifiers
+            page_after = page.largest_device_id_seen
+    except UpstreamError as error:
+        if cost.device_list_unavailable is None:
+            cost.device_list_unavailable = error
+        return device.identifiers

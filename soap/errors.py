@@ -34,8 +34,13 @@ class UpstreamFault(UpstreamError):
     @property
     def rejects_input(self) -> bool:
         """Whether the fault is about what was asked (an unknown device, an invalid
-        identifier or range), which shows the service at work rather than failing."""
-        return self.code == DEVICE_NOT_FOUND or self.code.split(".")[0] == INPUT_INVALID
+        identifier or range, an operation this account may not use: SOAP's ``Client``
+        faults), which shows the service at work rather than failing."""
+        return (
+            self.code == DEVICE_NOT_FOUND
+            or self.code.split(".")[0] == INPUT_INVALID
+            or self.code.rpartition(":")[2] == "Client"
+        )
 
 
 class UpstreamUnavailable(UpstreamError):

@@ -22,9 +22,12 @@ _OUTPUT = f"{{{V2}}}Output"
 _HISTORY = f"{{{DEVICE}}}ProvisioningHistory"
 _EVENT = f"{{{DEVICE}}}ProvisioningEvent"
 _IS_COMPLETE = f"{{{DEVICE}}}IsComplete"
-_KEY = f"{{{DEVICE}}}Key"
-_VALUE = f"{{{DEVICE}}}Value"
 _EXTENDED = f"{{{DEVICE}}}ExtendedAttributes"
+# An extended attribute's elements are matched by local name: WCF puts the members of a
+# data contract in the namespace it is declared in, Common for ExtendedAttributesObj, so
+# the same reply may carry them in either namespace.
+_ATTRIBUTE, _KEY, _VALUE = "ExtendedAttributesObj", "Key", "Value"
+_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
 _EVENT_FIELDS = {
     f"{{{DEVICE}}}{name}": index
     for index, name in enumerate(
@@ -90,19 +93,47 @@ def _boolean(text: str, operation: str) -> bool:
     raise UpstreamBadReply(operation, f"not an xs:boolean: {value!r}")
 
 
-def _attributes(container: etree._Element | None) -> tuple[ExtendedAttribute, ...]:
+def _local(tag: str) -> str:
+    return tag[tag.find("}") + 1 :]
+
+
+def _is_extended(tag: str) -> bool:
+    return tag == _EXTENDED or _local(tag) == "ExtendedAttributes"
+
+
+def _attribute_text(element: etree._Element, operation: str) -> str | None:
+    """An attribute member's text: None only where it is i:nil."""
+    if element.get(_NIL) in ("true", "1"):
+        return None
+    if len(element):
+        raise UpstreamBadReply(operation, f"extended attribute {_local(element.tag)} is not text")
+    return element.text or ""
+
+
+def _attributes(container: etree._Element | None, operation: str) -> tuple[ExtendedAttribute, ...]:
+    """Every attribute of an ExtendedAttributes element, or UpstreamBadReply: one that
+    cannot be read is never made an empty attribute."""
     # Child loops rather than findtext(): lxml's find* run its Python path engine per call.
     if container is None or not len(container):  # absent, or i:nil as most are
         return ()
     attributes = []
-    for item in container:
+    for item in container.iterchildren(etree.Element):
+        if _local(item.tag) != _ATTRIBUTE:
+            raise UpstreamBadReply(
+                operation, f"unexpected {_local(item.tag)} in ExtendedAttributes"
+            )
         key = value = None
-        for child in item:
-            if child.tag == _KEY:
-                key = child.text
-            elif child.tag == _VALUE:
-                value = child.text
-        attributes.append(ExtendedAttribute(key or "", value))
+        has_key = False
+        for child in item.iterchildren(etree.Element):
+            name = _local(child.tag)
+            if name == _KEY:
+                key, has_key = _attribute_text(child, operation), True
+            elif name == _VALUE:
+                value = _attribute_text(child, operation)
+        if key is None:
+            problem = "a nil Key" if has_key else "no Key"
+            raise UpstreamBadReply(operation, f"extended attribute with {problem}")
+        attributes.append(ExtendedAttribute(key, value))
     return tuple(attributes)
 
 
@@ -111,7 +142,7 @@ def _events(output: etree._Element, operation: str) -> list[ProvisioningEvent]:
     if history is None:
         return []
     # tuple.__new__ builds the record without NamedTuple's Python-level __new__.
-    fields, extended, make = _EVENT_FIELDS, _EXTENDED, tuple.__new__
+    fields, is_extended, make = _EVENT_FIELDS, _is_extended, tuple.__new__
     events = []
     for element in history.iterchildren(_EVENT):
         # OccurredAt, Status, EventBy, EventType, ServicePlan, Mdn, Msisdn, attributes
@@ -120,8 +151,8 @@ def _events(output: etree._Element, operation: str) -> list[ProvisioningEvent]:
             index = fields.get(child.tag)
             if index is not None:
                 values[index] = child.text
-            elif child.tag == extended:
-                values[7] = _attributes(child)
+            elif isinstance(child.tag, str) and is_extended(child.tag):
+                values[7] = _attributes(child, operation)
         try:
             values[0] = parse_instant(values[0])
         except (InvalidInstant, TypeError):
@@ -155,7 +186,13 @@ def device_list_page(operation: str, status_code: int, body: bytes) -> DeviceLis
                     ),
                     info.findtext(f"{{{DEVICE}}}AccountName"),
                     parse_instant(activation) if activation else None,
-                    _attributes(info.find(_EXTENDED)),
+                    _attributes(
+                        next(
+                            (c for c in info.iterchildren(etree.Element) if _is_extended(c.tag)),
+                            None,
+                        ),
+                        operation,
+                    ),
                 )
             )
         except (ValueError, InvalidInstant):

@@ -24,10 +24,14 @@ async def test_replicas_share_windows_through_redis(tmp_path: Path, redis_url: s
     replicas = [api_server(tmp_path / name, cache_url=redis_url) for name in ("a", "b")]
     first, second = next(replicas[0]), next(replicas[1])
     try:
+        # The device's lookup, a fixed empty window, may be in Redis from earlier runs:
+        # made here, so that only the window counts below.
+        await first.query('{ device(kind: ESN, identifier: "09123456123") { id } }')
+        lookups = first.calls()
         a = await first.query(HISTORY, variables)
         b = await second.query(HISTORY, variables)
         assert a["data"] == b["data"]
-        assert first.calls() == 1
+        assert first.calls() == lookups + 1
         assert second.calls() == 0
         assert b["extensions"]["cost"]["upstreamCalls"] == 0
         # Paging on from a cursor handed out by the other replica works as well.

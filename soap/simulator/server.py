@@ -5,6 +5,10 @@ POST <base>/SessionService.svc   LogIn, LogOut
 GET  <base>/<Service>.svc?wsdl   the WSDL, with this server's address in it
 GET  <base>/_control             call counts and knobs (JSON)
 POST <base>/_control             set knobs, inject failures, reset counts
+
+The control API lets any caller slow the simulator down and make it fail: it is served
+only where asked for (``control=True``: the standalone simulator; the embedded one with
+SIMULATOR_CONTROL). Tests in the same process use ``Simulator.state`` directly.
 """
 
 import asyncio
@@ -22,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from models.devices import IDENTIFIER_KINDS
-from models.events import ProvisioningEvent
+from models.events import ExtendedAttribute, ProvisioningEvent
 from models.instants import InvalidInstant, format_instant, parse_instant
 from soap.contract import (
     COMMON,
@@ -79,7 +83,44 @@ def _optional(tag: str, value: str | None, nil_style: bool) -> str:
     return f'<a:{tag} i:nil="true"/>' if nil_style else ""
 
 
-def _event_xml(event: ProvisioningEvent, nil_style: bool) -> str:
+_ATTRIBUTE_NAMESPACES = {"device": ("a:", ""), "common": ("b:", ""), "none": ("", ' xmlns=""')}
+"""By ``Knobs.attributes_namespace``: the prefix of an ExtendedAttributesObj and its
+members, and what the element declares for them."""
+
+_DEVICE_LIST_REFUSALS = {
+    "unsupported": ("s:Client", "The operation is not supported for this account."),
+    "access": (
+        "UnifiedWebService.REQUEST_FAILED.AccessDenied",
+        "The user is not authorized to list the account's devices.",
+    ),
+}
+"""GetDeviceList's fault by ``Knobs.device_list_fault``."""
+_KNOB_CHOICES = {
+    "attributes_namespace": set(_ATTRIBUTE_NAMESPACES),
+    "device_list_fault": {"", *_DEVICE_LIST_REFUSALS},
+}
+"""Knobs that take one of a few values: anything else would fail every call later."""
+
+
+def _attribute_xml(attribute: ExtendedAttribute, namespace: str, key_element: str) -> str:
+    prefix, declaration = _ATTRIBUTE_NAMESPACES[namespace]
+    if attribute.value is None:
+        value = f'<{prefix}Value i:nil="true"/>'
+    else:
+        value = f"<{prefix}Value>{escape(attribute.value)}</{prefix}Value>"
+    return (
+        f"<{prefix}ExtendedAttributesObj{declaration}>"
+        f"<{prefix}{key_element}>{escape(attribute.key)}</{prefix}{key_element}>"
+        f"{value}</{prefix}ExtendedAttributesObj>"
+    )
+
+
+def _event_xml(
+    event: ProvisioningEvent,
+    nil_style: bool,
+    attributes_namespace: str = "device",
+    key_element: str = "Key",
+) -> str:
     parts = [
         f"<a:ProvisioningEvent><a:OccurredAt>{format_instant(event.occurred_at)}</a:OccurredAt>",
         f"<a:Status>{escape(event.status)}</a:Status>",
@@ -92,10 +133,7 @@ def _event_xml(event: ProvisioningEvent, nil_style: bool) -> str:
     if event.extended_attributes:
         parts.append("<a:ExtendedAttributes>")
         for attribute in event.extended_attributes:
-            parts.append(
-                f"<a:ExtendedAttributesObj><a:Key>{escape(attribute.key)}</a:Key>"
-                f"{_optional('Value', attribute.value, True)}</a:ExtendedAttributesObj>"
-            )
+            parts.append(_attribute_xml(attribute, attributes_namespace, key_element))
         parts.append("</a:ExtendedAttributes>")
     elif nil_style:
         parts.append('<a:ExtendedAttributes i:nil="true"/>')
@@ -106,20 +144,26 @@ def _event_xml(event: ProvisioningEvent, nil_style: bool) -> str:
 class Simulator:
     """The four operations over a fleet, with the upstream's caps, sessions and faults."""
 
-    def __init__(self, fleet: Fleet | None = None, state: SimulatorState | None = None) -> None:
+    def __init__(
+        self,
+        fleet: Fleet | None = None,
+        state: SimulatorState | None = None,
+        *,
+        control: bool = False,
+    ) -> None:
         self.fleet = fleet or Fleet()
         self.state = state or SimulatorState()
         self._wsdl = {
             DEVICE_PATH: DEVICE_WSDL.read_text(),
             SESSION_PATH: SESSION_WSDL.read_text(),
         }
-        self.app = Starlette(
-            routes=[
-                Route(f"/{DEVICE_PATH}", self._device_service, methods=["GET", "POST"]),
-                Route(f"/{SESSION_PATH}", self._session_service, methods=["GET", "POST"]),
-                Route("/_control", self._control, methods=["GET", "POST"]),
-            ]
-        )
+        routes = [
+            Route(f"/{DEVICE_PATH}", self._device_service, methods=["GET", "POST"]),
+            Route(f"/{SESSION_PATH}", self._session_service, methods=["GET", "POST"]),
+        ]
+        if control:
+            routes.append(Route("/_control", self._control, methods=["GET", "POST"]))
+        self.app = Starlette(routes=routes)
 
     # -- HTTP -------------------------------------------------------------------------
 
@@ -209,6 +253,9 @@ class Simulator:
     async def _control(self, request: Request) -> Response:
         if request.method == "POST":
             change = await request.json()
+            for name, allowed in _KNOB_CHOICES.items():
+                if name in change and change[name] not in allowed:
+                    return JSONResponse({"error": f"{name} must be one of {sorted(allowed)}"}, 400)
             knobs = self.state.knobs
             for name in vars(knobs):
                 if name in change:
@@ -254,8 +301,9 @@ class Simulator:
         end = bisect_left(history, latest + 1, key=_occurred_at)
         page = history[start : min(end, start + HISTORY_PAGE_CAP)]
         complete = start + len(page) >= end
-        nil_style = device.profile.nil_style
-        events = "".join(_event_xml(event, nil_style) for event in page)
+        nil_style, knobs = device.profile.nil_style, self.state.knobs
+        namespace, key_element = knobs.attributes_namespace, knobs.attribute_key_element
+        events = "".join(_event_xml(e, nil_style, namespace, key_element) for e in page)
         return (
             f"<a:Device><b:Kind>{escape(kind)}</b:Kind><b:Identifier>{escape(identifier)}"
             f"</b:Identifier></a:Device><a:ProvisioningHistory>{events}</a:ProvisioningHistory>"
@@ -300,6 +348,8 @@ class Simulator:
 
     def _device_list(self, call: etree._Element, token: str | None) -> str:
         self._authorize(token)
+        if self.state.knobs.device_list_fault:
+            raise Fault(*_DEVICE_LIST_REFUSALS[self.state.knobs.device_list_fault])
         after_text = call.findtext(f"{{{V2}}}Input/{{{DEVICE}}}LargestDeviceIdSeen")
         try:
             after = int(after_text) if after_text else 0
@@ -362,7 +412,7 @@ def create_app() -> Starlette:
         ordinary=int(os.environ.get("SIMULATOR_DEVICES", "300")),
         bulk=tuple(int(n) for n in os.environ.get("SIMULATOR_BULK", "").split(",") if n),
     )
-    simulator = Simulator(fleet)
+    simulator = Simulator(fleet, control=True)
     knobs = simulator.state.knobs
     knobs.latency_s = float(os.environ.get("SIMULATOR_LATENCY_MS", "0")) / 1000
     knobs.failure_rate = float(os.environ.get("SIMULATOR_FAILURE_RATE", "0"))

@@ -40,6 +40,17 @@ class Knobs:
     """The share of calls, beyond those queued by ``fail_next``, that fail at random."""
     failure_mix: str = "http503,fault"
     """The kinds such random failures take, comma-separated, picked with equal odds."""
+    attributes_namespace: str = "device"
+    """Where an event's ExtendedAttributesObj, Key and Value elements are: "device" (the
+    DeviceService contract's namespace), "common" (the Common contract's, where WCF puts
+    the members of a data contract declared there) or "none" (unqualified)."""
+    attribute_key_element: str = "Key"
+    """The local name the key of an extended attribute is sent under: anything else makes
+    attributes that cannot be read."""
+    device_list_fault: str = ""
+    """How GetDeviceList refuses an account without the right to list devices:
+    "unsupported" (an ``s:Client`` fault), "access" (an access-denied fault), or "" (no
+    refusal). GetDeviceProvisioningHistory keeps working."""
 
 
 @dataclass

@@ -3,22 +3,23 @@
 The issuer and the audience must match, ``exp`` and ``sub`` must be there, and only the
 allowed asymmetric algorithms are accepted, so a token cannot choose how it is checked
 (no ``none``, no HMAC keyed with the public key). Keys come from the provider's JWKS
-endpoint (cached, refetched for an unknown ``kid``) or from a fixed PEM public key.
+endpoint (``resolvers.jwks``) or from a fixed PEM public key.
 """
 
-import asyncio
 import hashlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from jwt import PyJWK, PyJWKClient
+from jwt import PyJWK
 
 from models.principal import ALL_ORGANIZATIONS, SCOPES, Principal
 from resolvers.auth import Unauthenticated
+from resolvers.jwks import JwksKeys, KeysUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,10 @@ class JwtVerifier:
         scopes_claim: str = "scope",
         account_id_claim: str | None = None,
         leeway_s: float = 30,
+        jwks_timeout_s: float = 5,
+        jwks_refetch_floor_s: float = 60,
+        jwks_max_age_s: float = 300,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if (public_key is None) == (jwks_url is None):
             raise ValueError("JWT verification needs exactly one of a JWKS URL and a public key.")
@@ -88,7 +93,17 @@ class JwtVerifier:
                 )
         self._issuer = issuer
         self._audience = audience
-        self._jwks = PyJWKClient(jwks_url, timeout=5) if jwks_url else None
+        self._jwks = (
+            JwksKeys(
+                jwks_url,
+                timeout_s=jwks_timeout_s,
+                refetch_floor_s=jwks_refetch_floor_s,
+                max_age_s=jwks_max_age_s,
+                clock=clock,
+            )
+            if jwks_url
+            else None
+        )
         self._organizations_claim = organizations_claim
         self._scopes_claim = scopes_claim
         self._account_id_claim = account_id_claim
@@ -98,15 +113,25 @@ class JwtVerifier:
         if self._jwks is None:
             return self._key
         try:
-            # PyJWKClient fetches with urllib, which would block the event loop. Its PyJWK
-            # is passed on whole, so that PyJWT holds the token to the key's algorithm.
-            key: PyJWK = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, credential)
-            return key
-        except jwt.PyJWKClientConnectionError as exc:
-            log.warning("the identity provider's keys could not be fetched: %s", exc)
-            raise Unauthenticated("The identity provider's keys are unavailable.") from exc
-        except (jwt.PyJWKClientError, jwt.DecodeError) as exc:
-            raise Unauthenticated("No key of the identity provider signed this token.") from exc
+            kid = jwt.get_unverified_header(credential).get("kid")
+        except jwt.DecodeError as exc:
+            raise Unauthenticated("The token is not a JWT.") from exc
+        if kid is not None and not isinstance(kid, str):
+            raise Unauthenticated("No key of the identity provider signed this token.")
+        try:
+            key: PyJWK | None = await self._jwks.key(kid)
+        except KeysUnavailable as exc:
+            raise Unauthenticated(
+                "The identity provider's keys are unavailable.", counts_as_failure=False
+            ) from exc
+        if key is None:
+            raise Unauthenticated("No key of the identity provider signed this token.")
+        # The PyJWK is passed on whole, so that PyJWT holds the token to its algorithm.
+        return key
+
+    async def aclose(self) -> None:
+        if self._jwks is not None:
+            await self._jwks.aclose()
 
     async def verify(self, credential: str) -> Principal:
         key = await self._key_for(credential)

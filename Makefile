@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.graphql
 	$(BIN)/python -m bench.reports
 	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.load
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .hypothesis

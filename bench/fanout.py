@@ -3,8 +3,11 @@
     .venv/bin/python -m bench.fanout [--subscribers 1000] [--events 30]
 
 Needs PostgreSQL (127.0.0.1:5432, database test) and Redis (127.0.0.1:6379), as the
-machine provides. Servers run as processes of their own; the subscribers are real
-WebSocket clients (graphql-transport-ws) in this process.
+machine provides; TEST_POSTGRES_URL and TEST_REDIS_URL name others, as for the tests.
+Servers run as processes of their own, with the default settings (RATE_LIMIT among them)
+but for SUBSCRIBER_QUEUE_SIZE=100000; the subscribers are real WebSocket clients
+(graphql-transport-ws) in this process, all from one address, each a dashboard with a
+credential of its own.
 
 1. One process: N subscribers, events created one at a time: latency from the mutation
    being sent (its commit happens during it) to each subscriber's receipt, median and
@@ -17,6 +20,7 @@ WebSocket clients (graphql-transport-ws) in this process.
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import time
 from contextlib import ExitStack
@@ -28,14 +32,15 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from bench.auth import headers, service_auth_environment
+from bench.auth import bearer, headers, service_auth_environment
+from bench.environment import settings_line
 from graph.settings import SIMULATOR_MOUNT
 from resolvers.database import create_engine, migrate
 from soap.simulator.background import serving, serving_process
 from soap.simulator.server import Simulator
 
-POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-REDIS = "redis://127.0.0.1:6379/0"
+POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SUBSCRIBE = "subscription { provisioningRecipeCreated { id json } }"
 CREATE = """mutation ($input: CreateProvisioningRecipeInput!) {
   createProvisioningRecipe(input: $input) { event { id } userErrors { code } } }"""
@@ -54,7 +59,8 @@ async def fresh_database() -> None:
 
 
 class Subscriber:
-    def __init__(self) -> None:
+    def __init__(self, number: int) -> None:
+        self.token = bearer(subject=f"dashboard-{number}")
         self.received: dict[str, float] = {}
         self.ready = asyncio.Event()
 
@@ -62,7 +68,9 @@ class Subscriber:
         async with websockets.connect(
             url, subprotocols=["graphql-transport-ws"], max_queue=None, open_timeout=120
         ) as socket:
-            await socket.send(json.dumps({"type": "connection_init", "payload": headers()}))
+            await socket.send(
+                json.dumps({"type": "connection_init", "payload": headers(self.token)})
+            )
             await socket.recv()  # connection_ack
             await socket.send(
                 json.dumps({"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIBE}})
@@ -104,7 +112,7 @@ async def everyone_has(subscribers: list[Subscriber], ids: list[str], limit_s: f
 
 async def measure(label: str, write_url: str, read_url: str, count: int, events: int) -> float:
     stop = asyncio.Event()
-    subscribers = [Subscriber() for _ in range(count)]
+    subscribers = [Subscriber(number) for number in range(count)]
     ws_url = read_url.replace("http://", "ws://") + "/graphql"
     tasks = [asyncio.create_task(s.run(ws_url, stop)) for s in subscribers]
     await asyncio.gather(*(s.ready.wait() for s in subscribers))
@@ -162,6 +170,7 @@ async def main(count: int, events: int) -> None:
             "SUBSCRIBER_QUEUE_SIZE": "100000",
             **service_auth_environment(),
         }
+        print(settings_line(environment) + "; BROKER_URL memory://, then Redis")
         single = stack.enter_context(
             serving_process("graph.app:create_app", {**environment, "BROKER_URL": "memory://"})
         ).url

@@ -253,6 +253,7 @@ async def engine_overhead(tmp: Path) -> bool:
 
 
 def main() -> int:
+    print("service settings: the defaults, in process with its simulator\n")
     with tempfile.TemporaryDirectory() as tmp:
         ok = asyncio.run(upstream_calls(Path(tmp)))
         ok &= asyncio.run(engine_overhead(Path(tmp)))

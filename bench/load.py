@@ -3,8 +3,10 @@
     .venv/bin/python -m bench.load [--clients 24] [--seconds 60] [--failure-rate 0.03]
 
 Loopback only, bounded in time and in clients. The simulator and the service run as
-processes of their own; the simulator answers after 20 ms and fails a share of its calls
-at random (HTTP 503 or a SOAP fault, seeded). For the whole period:
+processes of their own, the service with its default settings (rate limit included: each
+client carries a credential of its own, as people do); the simulator answers after 20 ms
+and fails a share of its calls at random (HTTP 503 or a SOAP fault, seeded). For the
+whole period:
 
 - history readers page through random devices' histories, 50 events a page, over
   ranges cut at random so that many pages miss the cache;
@@ -13,7 +15,8 @@ at random (HTTP 503 or a SOAP fault, seeded). For the whole period:
 
 Printed: requests served and their rate, errors by code, latency percentiles per kind,
 events created against events delivered to every subscriber, and the service's resident
-memory over the run. Verdicts: no error outside the injected failures' codes, every
+memory over the run with its window cache's share (``provgraph_cache_bytes``, bounded by
+CACHE_MAX_BYTES). Verdicts: no error outside the injected failures' codes, every
 created event delivered to every subscriber, memory flat (the last quarter's median
 within 1.15x of the second quarter's, after the caches have filled).
 """
@@ -33,6 +36,7 @@ import httpx
 import websockets
 
 from bench.auth import bearer, service_auth_environment
+from bench.environment import settings_line
 from bench.reports import memory_mib
 from soap.simulator.background import serving_process
 from soap.simulator.fleet import Fleet
@@ -67,8 +71,12 @@ class Tally:
             self.codes["ok"] += 1
 
 
-async def post(http: httpx.AsyncClient, query: str, variables: dict) -> dict:
-    response = await http.post("/graphql", json={"query": query, "variables": variables})
+async def post(http: httpx.AsyncClient, query: str, variables: dict, token: str) -> dict:
+    response = await http.post(
+        "/graphql",
+        json={"query": query, "variables": variables},
+        headers={"Authorization": f"Bearer {token}"},
+    )
     if response.status_code >= 500:
         return {"errors": [{"message": response.text, "extensions": {"code": "HTTP_5XX"}}]}
     return response.json()
@@ -78,6 +86,7 @@ async def reader(
     http: httpx.AsyncClient, devices: list, tally: Tally, until: float, seed: int
 ) -> None:
     rng = random.Random(seed)  # each reader its own devices and ranges
+    token = bearer(subject=f"reader-{seed}")  # and its own rate limit, as a person has
     while time.perf_counter() < until:
         kind, identifier = rng.choice(devices)
         year = rng.randint(2015, 2024)
@@ -89,7 +98,7 @@ async def reader(
         }
         for _ in range(rng.randint(1, 4)):  # a few pages, as a scrolling table would
             started = time.perf_counter()
-            body = await post(http, HISTORY, variables)
+            body = await post(http, HISTORY, variables, token)
             tally.record("history", started, body)
             history = ((body.get("data") or {}).get("device") or {}).get("provisioningHistory")
             if not history or not history["pageInfo"]["hasNextPage"]:
@@ -99,6 +108,7 @@ async def reader(
 
 async def writer(http: httpx.AsyncClient, number: int, tally: Tally, until: float) -> None:
     sequence = 0
+    token = bearer(subject=f"writer-{number}")
     while time.perf_counter() < until:
         sequence += 1
         started = time.perf_counter()
@@ -113,6 +123,7 @@ async def writer(http: httpx.AsyncClient, number: int, tally: Tally, until: floa
                     "idempotencyKey": f"load-{number}-{sequence}",
                 }
             },
+            token,
         )
         tally.record("create", started, body)
         event = ((body.get("data") or {}).get("createProvisioningRecipe") or {}).get("event")
@@ -136,9 +147,19 @@ async def subscriber(url: str, token: str, received: set[str], ready: asyncio.Ev
                 received.add(data["payload"]["data"]["provisioningRecipeCreated"]["id"])
 
 
-async def sample_memory(pid: int, samples: list[float], until: float) -> None:
+async def cache_mib(http: httpx.AsyncClient) -> float:
+    for line in (await http.get("/metrics")).text.splitlines():
+        if line.startswith("provgraph_cache_bytes "):
+            return float(line.split()[1]) / 2**20
+    raise RuntimeError("no provgraph_cache_bytes in /metrics")
+
+
+async def sample_memory(
+    http: httpx.AsyncClient, pid: int, samples: list[tuple[float, float]], until: float
+) -> None:
+    """The service's resident memory and its cache's share, once a second."""
     while time.perf_counter() < until:
-        samples.append(memory_mib(pid, "VmRSS"))
+        samples.append((memory_mib(pid, "VmRSS"), await cache_mib(http)))
         await asyncio.sleep(1)
 
 
@@ -150,7 +171,7 @@ def percentiles(values: list[float]) -> str:
     return "p50 {:7.1f} ms  p95 {:7.1f} ms  p99 {:7.1f} ms".format(*pick)
 
 
-async def run(base: str, pid: int, token: str, options: argparse.Namespace) -> bool:
+async def run(base: str, pid: int, options: argparse.Namespace) -> bool:
     devices = [
         (d.primary.kind.upper(), d.primary.identifier)
         for d in Fleet(ordinary=options.devices).devices
@@ -161,19 +182,18 @@ async def run(base: str, pid: int, token: str, options: argparse.Namespace) -> b
     ready = [asyncio.Event() for _ in received]
     ws_url = base.replace("http://", "ws://") + "/graphql"
     listeners = [
-        asyncio.create_task(subscriber(ws_url, token, got, event))
-        for got, event in zip(received, ready, strict=True)
+        asyncio.create_task(subscriber(ws_url, bearer(subject=f"dashboard-{n}"), got, event))
+        for n, (got, event) in enumerate(zip(received, ready, strict=True))
     ]
     await asyncio.gather(*(event.wait() for event in ready))
-    memory: list[float] = []
-    headers = {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=options.clients)
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60, limits=limits) as http:
+    memory: list[tuple[float, float]] = []
+    limits = httpx.Limits(max_connections=options.clients + 1)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
         started = time.perf_counter()
         until = started + options.seconds
         writers = max(1, options.clients // 4)
         await asyncio.gather(
-            sample_memory(pid, memory, until),
+            sample_memory(http, pid, memory, until),
             *(writer(http, n, tally, until) for n in range(writers)),
             *(reader(http, devices, tally, until, n) for n in range(options.clients - writers)),
         )
@@ -199,11 +219,13 @@ async def run(base: str, pid: int, token: str, options: argparse.Namespace) -> b
         f"{missing:,} deliveries missing"
     )
     quarter = max(1, len(memory) // 4)
-    early = statistics.median(memory[quarter : 2 * quarter] or memory)
-    late = statistics.median(memory[-quarter:])
+    early = statistics.median(m for m, _ in memory[quarter : 2 * quarter] or memory)
+    late = statistics.median(m for m, _ in memory[-quarter:])
     print(
         f"service memory: second quarter {early:.0f} MiB, last quarter {late:.0f} MiB "
-        f"({late / early:.2f}x, bar <= {MEMORY_BAR}x)"
+        f"({late / early:.2f}x, bar <= {MEMORY_BAR}x); window cache at each quarter's end: "
+        + ", ".join(f"{memory[min(len(memory), q * quarter) - 1][1]:.0f}" for q in (1, 2, 3, 4))
+        + " MiB"
     )
     print(f"unexpected errors: {sum(unexpected.values())} {unexpected or ''}")
     return not unexpected and missing == 0 and late / early <= MEMORY_BAR
@@ -219,7 +241,6 @@ async def main(options: argparse.Namespace) -> int:
     }
     with tempfile.TemporaryDirectory() as tmp:
         database = f"sqlite+aiosqlite:///{Path(tmp) / 'load.db'}"
-        auth, token = service_auth_environment(), bearer()
         with serving_process("soap.simulator.server:create_app", simulator) as upstream:
             environment = {
                 "UWS_BASE_URL": upstream.url + MOUNT,
@@ -227,11 +248,11 @@ async def main(options: argparse.Namespace) -> int:
                 "UWS_PASSWORD": "demo",
                 "DATABASE_URL": database,
                 "LOG_LEVEL": "warning",
-                "RATE_LIMIT": "",  # one token stands for all clients here
-                **auth,
+                **service_auth_environment(),
             }
+            print(settings_line(environment))
             with serving_process("graph.app:create_app", environment) as api:
-                ok = await run(api.url, api.pid, token, options)
+                ok = await run(api.url, api.pid, options)
     print("\nall verdicts hold" if ok else "\nSOME VERDICTS FAIL")
     return 0 if ok else 1
 

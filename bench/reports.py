@@ -22,11 +22,13 @@ from pathlib import Path
 import httpx
 
 from bench.auth import headers, service_auth_environment
+from bench.environment import settings_line
+from graph.settings import Settings
 from soap.simulator.background import Served, serving_process
 from soap.simulator.fleet import Fleet
 from soap.simulator.server import MOUNT
 
-CONCURRENCY = 8
+CONCURRENCY = Settings.model_fields["upstream_concurrency"].default
 WALL_BAR = 1.3
 MEMORY_BAR = 1.5
 BULK = (10_000, 1_000_000)
@@ -46,20 +48,21 @@ def memory_mib(pid: int, field: str = "VmHWM") -> float:
     raise RuntimeError(f"no {field}")
 
 
+def environment(upstream: Served, database: Path) -> dict[str, str]:
+    """Every tuning setting at its default: UPSTREAM_CONCURRENCY is 8, and no
+    UPSTREAM_CALLS_PER_SECOND caps it (a default of 100 once made this 1.5x the ideal)."""
+    return {
+        "UWS_BASE_URL": upstream.url + MOUNT,
+        "UWS_USERNAME": "demo",
+        "UWS_PASSWORD": "demo",
+        "DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+        "LOG_LEVEL": "warning",
+        **service_auth_environment(),
+    }
+
+
 def service(upstream: Served, database: Path):
-    return serving_process(
-        "graph.app:create_app",
-        {
-            "UWS_BASE_URL": upstream.url + MOUNT,
-            "UWS_USERNAME": "demo",
-            "UWS_PASSWORD": "demo",
-            "UWS_TIMEOUT_S": "60",
-            "DATABASE_URL": f"sqlite+aiosqlite:///{database}",
-            "UPSTREAM_CONCURRENCY": str(CONCURRENCY),
-            "LOG_LEVEL": "warning",
-            **service_auth_environment(),
-        },
-    )
+    return serving_process("graph.app:create_app", environment(upstream, database))
 
 
 async def report(base: str, devices: list[dict], latency_s: float) -> bool:
@@ -153,6 +156,7 @@ async def main(count: int, latency_ms: float) -> int:
             serving_process("soap.simulator.server:create_app", simulator) as upstream,
             service(upstream, Path(tmp) / "report.db") as api,
         ):
+            print(settings_line(environment(upstream, Path(tmp) / "report.db")))
             ok &= await report(api.url, devices, latency_ms / 1000)
             print(f"  service peak memory {memory_mib(api.pid):.0f} MiB")
         print("\nhistory CSV export, each in a fresh service process")

@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import secrets
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from enum import IntEnum
@@ -26,7 +27,7 @@ from aiocache.serializers import BaseSerializer
 
 from models.devices import DeviceIdentifier, DeviceListPage, DeviceRecord
 from models.events import ExtendedAttribute, HistoryWindow, ProvisioningEvent
-from resolvers.metrics import CACHE_LOOKUPS
+from resolvers.metrics import CACHE_BYTES, CACHE_LOOKUPS
 from soap.errors import UpstreamError
 
 log = logging.getLogger(__name__)
@@ -57,28 +58,80 @@ class Found(IntEnum):
 _LOOKUP_RESULTS = {Found.LOADED: "miss", Found.CACHED: "hit", Found.STALE: "stale"}
 
 
-def _weight(value: object) -> int:
+# What CPython spends on the parts of a cached value (64-bit builds): measured once, so
+# that sizing a 500-event window costs a pass over its strings, not a walk of every
+# object (sys.getsizeof on each took ~2 ms a window, a third of parsing it).
+_TEXT = sys.getsizeof("")
+_TUPLE = sys.getsizeof(())
+_SLOT = sys.getsizeof((None,)) - _TUPLE
+_INT = sys.getsizeof(1 << 60)
+
+
+def _text(value: str | None) -> int:
+    return 0 if value is None else _TEXT + len(value)
+
+
+def _attributes_bytes(attributes: tuple[ExtendedAttribute, ...]) -> int:
+    size = _TUPLE + _SLOT * len(attributes)
+    for key, value in attributes:
+        size += _TUPLE + 2 * _SLOT + _text(key) + _text(value)
+    return size
+
+
+def _event_bytes(event: ProvisioningEvent) -> int:
+    return (
+        _TUPLE
+        + len(event) * _SLOT
+        + _INT
+        + _text(event.status)
+        + _text(event.event_by)
+        + _text(event.event_type)
+        + _text(event.service_plan)
+        + _text(event.mdn)
+        + _text(event.msisdn)
+        + _attributes_bytes(event.extended_attributes)
+    )
+
+
+def _device_bytes(device: DeviceRecord) -> int:
+    identifiers = device.identifiers
+    return (
+        _TUPLE
+        + len(device) * _SLOT
+        + 2 * _INT
+        + _TUPLE
+        + _SLOT * len(identifiers)
+        + sum(_TUPLE + 2 * _SLOT + _text(i.kind) + _text(i.identifier) for i in identifiers)
+        + _text(device.account_name)
+        + _attributes_bytes(device.extended_attributes)
+    )
+
+
+def size_in_bytes(value: object) -> int:
+    """An estimate of the memory a cached value holds (within a few percent for windows
+    parsed from replies: tests/test_cache.py measures it)."""
     if isinstance(value, Stamped):
-        value = value.value
+        return _TUPLE + 2 * _SLOT + size_in_bytes(value.value)
     if isinstance(value, HistoryWindow):
-        return 1 + len(value.events)
+        return _TUPLE + 2 * _SLOT + _TUPLE + sum(map(_event_bytes, value.events))
     if isinstance(value, DeviceListPage):
-        return 1 + len(value.devices)
-    return 1
+        return 2 * _TUPLE + 3 * _SLOT + _INT + sum(map(_device_bytes, value.devices))
+    return sys.getsizeof(value)
 
 
 class BoundedMemoryCache(SimpleMemoryCache):
-    """aiocache's memory cache with a bound: least recently used entries go first.
+    """aiocache's memory cache with a bound in bytes: least recently used entries go first.
 
-    The bound is a weight, one per event or device held (plus one per entry), which
-    tracks memory far better than an entry count: windows hold 0 to 500 events.
+    A bound on entries or events did not bound memory: windows hold 0 to 500 events, and
+    an event's extended attributes can outweigh the rest of it many times.
     """
 
-    def __init__(self, max_weight: int, **kwargs: Any) -> None:
+    def __init__(self, max_bytes: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.max_weight = max_weight
-        self._weights: dict[str, int] = {}
-        self.weight = 0
+        self.max_bytes = max_bytes
+        self._sizes: dict[str, int] = {}
+        self.size = 0
+        CACHE_BYTES.set_function(lambda: self.size)
 
     async def _get(self, key: str, encoding: str = "utf-8", _conn: Any = None) -> Any:
         value = self._cache.get(key)
@@ -92,9 +145,9 @@ class BoundedMemoryCache(SimpleMemoryCache):
         self._forget(key)
         result = await super()._set(key, value, ttl=ttl, _cas_token=_cas_token)
         if key in self._cache:
-            self._weights[key] = _weight(value)
-            self.weight += self._weights[key]
-        while self.weight > self.max_weight and len(self._cache) > 1:
+            self._sizes[key] = size_in_bytes(value)
+            self.size += self._sizes[key]
+        while self.size > self.max_bytes and len(self._cache) > 1:
             await self._delete(next(iter(self._cache)))
         return result
 
@@ -104,18 +157,18 @@ class BoundedMemoryCache(SimpleMemoryCache):
 
     async def _clear(self, namespace: str | None = None, _conn: Any = None) -> bool:
         result = await super()._clear(namespace)
-        for key in [k for k in self._weights if k not in self._cache]:
+        for key in [k for k in self._sizes if k not in self._cache]:
             self._forget(key)
         return result
 
     # aiocache's TTL timers call this name-mangled method directly; overriding it keeps
-    # the weight right when an entry expires.
+    # the size right when an entry expires.
     def _SimpleMemoryBackend__delete(self, key: str) -> int:
         self._forget(key)
         return super()._SimpleMemoryBackend__delete(key)  # type: ignore[misc]
 
     def _forget(self, key: str) -> None:
-        self.weight -= self._weights.pop(key, 0)
+        self.size -= self._sizes.pop(key, 0)
 
 
 _COMPACT = (",", ":")
@@ -188,11 +241,11 @@ class ValueCodec(BaseSerializer):
         return data
 
 
-def backend_from_url(url: str, max_weight: int) -> BaseCache:
+def backend_from_url(url: str, max_bytes: int) -> BaseCache:
     """``memory://`` or ``redis://[:password@]host[:port][/db]``."""
     parts = urlsplit(url)
     if parts.scheme == "memory":
-        return BoundedMemoryCache(max_weight=max_weight)
+        return BoundedMemoryCache(max_bytes=max_bytes)
     if parts.scheme in ("redis", "rediss"):
         return RedisCache(
             serializer=ValueCodec(),

@@ -38,6 +38,10 @@ CACHE_LOOKUPS = Counter(
     "Window and device-list cache lookups, by result (hit, miss, stale).",
     ["result"],
 )
+CACHE_BYTES = Gauge(
+    "provgraph_cache_bytes",
+    "Memory held by the in-process window cache (an estimate), bounded by CACHE_MAX_BYTES.",
+)
 OPEN_SUBSCRIPTIONS = Gauge(
     "provgraph_open_subscriptions",
     "GraphQL subscriptions currently open on this process.",

@@ -134,7 +134,7 @@ class Resilience:
         self,
         retry: RetryPolicy,
         breaker: CircuitBreaker,
-        limiter: AsyncLimiter,
+        limiter: AsyncLimiter | None,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         uniform: Callable[[], float] = random.random,
@@ -169,7 +169,8 @@ class Resilience:
     ) -> T:
         retry = 0
         while True:
-            await self.limiter.acquire()
+            if self.limiter is not None:
+                await self.limiter.acquire()
             try:
                 return await _measured(operation, attempt)
             except UpstreamError as error:

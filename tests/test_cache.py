@@ -8,7 +8,17 @@ from aiocache import RedisCache
 
 from models.devices import DeviceIdentifier, DeviceListPage, DeviceRecord
 from models.events import ExtendedAttribute, HistoryWindow, ProvisioningEvent
-from resolvers.cache import BoundedMemoryCache, UpstreamCache, ValueCodec, backend_from_url
+from resolvers.cache import (
+    BoundedMemoryCache,
+    Stamped,
+    UpstreamCache,
+    ValueCodec,
+    backend_from_url,
+    size_in_bytes,
+)
+from soap.client import UwsClient
+
+SEED_MEID = DeviceIdentifier("meid", "54689785258599")
 
 
 def window(size: int, start: int = 0) -> HistoryWindow:
@@ -30,8 +40,12 @@ def window(size: int, start: int = 0) -> HistoryWindow:
     )
 
 
-async def test_the_memory_cache_evicts_least_recently_used_by_weight():
-    backend = BoundedMemoryCache(max_weight=30)
+def stored_size(size: int) -> int:
+    return size_in_bytes(Stamped(window(size), 0.0))
+
+
+async def test_the_memory_cache_evicts_least_recently_used_by_bytes():
+    backend = BoundedMemoryCache(max_bytes=3 * stored_size(9))
     cache = UpstreamCache(backend, lock_ttl_s=1)
     loads: list[str] = []
 
@@ -43,31 +57,56 @@ async def test_the_memory_cache_evicts_least_recently_used_by_weight():
         return load
 
     for key in ("a", "b", "c"):
-        await cache.get_or_load(key, loader(key, 9), 60)  # weight 10 each: full
+        await cache.get_or_load(key, loader(key, 9), 60)  # a third each: full
     await cache.get_or_load("a", loader("a", 9), 60)  # a is now the most recent
     await cache.get_or_load("d", loader("d", 9), 60)  # evicts b, the least recent
-    assert backend.weight <= 30
+    assert backend.size <= backend.max_bytes
     for key in ("a", "c", "d", "b"):
         await cache.get_or_load(key, loader(key, 9), 60)
     assert loads == ["a", "b", "c", "d", "b"]
 
 
-async def test_expiry_gives_the_weight_back():
-    backend = BoundedMemoryCache(max_weight=100)
+async def test_expiry_gives_the_bytes_back():
+    backend = BoundedMemoryCache(max_bytes=1 << 20)
     cache = UpstreamCache(backend, lock_ttl_s=1)
 
     async def load():
         return window(9)
 
     await cache.get_or_load("short", load, ttl_s=0.01)
-    assert backend.weight == 10
+    assert backend.size == stored_size(9)
     await backend.expire("v1:short", 0)
     await backend.delete("v1:short")
-    assert backend.weight == 0
+    assert backend.size == 0
+
+
+async def test_the_size_estimate_tracks_the_memory_a_parsed_reply_holds(uws: UwsClient):
+    """The byte bound is only as good as the estimate: compare it with what CPython
+    allocates for the same window, rebuilt from a pickle so that no object is shared with
+    the parser's."""
+    import pickle
+    import tracemalloc
+
+    from models.instants import parse_instant
+
+    reply = await uws.get_device_provisioning_history(
+        SEED_MEID, parse_instant("2000-01-01T00:00:00Z"), parse_instant("2030-01-01T00:00:00Z")
+    )
+    assert len(reply.events) == 500
+    pickled = pickle.dumps(reply)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        copy = pickle.loads(pickled)
+        allocated = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert copy == reply
+    assert 0.8 <= size_in_bytes(reply) / allocated <= 1.25
 
 
 async def test_cached_values_cannot_be_changed_by_a_caller():
-    cache = UpstreamCache(BoundedMemoryCache(max_weight=100), lock_ttl_s=1)
+    cache = UpstreamCache(BoundedMemoryCache(max_bytes=1 << 20), lock_ttl_s=1)
 
     async def load():
         return window(2)
@@ -81,7 +120,7 @@ async def test_cached_values_cannot_be_changed_by_a_caller():
 
 
 async def test_concurrent_misses_in_one_process_share_one_load():
-    cache = UpstreamCache(BoundedMemoryCache(max_weight=1000), lock_ttl_s=1)
+    cache = UpstreamCache(BoundedMemoryCache(max_bytes=1 << 20), lock_ttl_s=1)
     calls = 0
     started, release = asyncio.Event(), asyncio.Event()
 
@@ -102,7 +141,7 @@ async def test_concurrent_misses_in_one_process_share_one_load():
 
 
 async def test_a_failed_load_fails_every_waiter_and_is_not_cached():
-    cache = UpstreamCache(BoundedMemoryCache(max_weight=1000), lock_ttl_s=1)
+    cache = UpstreamCache(BoundedMemoryCache(max_bytes=1 << 20), lock_ttl_s=1)
     started, release = asyncio.Event(), asyncio.Event()
 
     async def failing():
@@ -123,7 +162,7 @@ async def test_a_failed_load_fails_every_waiter_and_is_not_cached():
 
 
 async def test_a_cancelled_loader_leaves_its_waiters_to_load_for_themselves():
-    cache = UpstreamCache(BoundedMemoryCache(max_weight=1000), lock_ttl_s=1)
+    cache = UpstreamCache(BoundedMemoryCache(max_bytes=1 << 20), lock_ttl_s=1)
     calls = 0
     first_started = asyncio.Event()
 
@@ -181,7 +220,9 @@ class PollSpy(RedisCache):
 async def test_redis_makes_other_replicas_wait_for_the_loading_one(redis_url):
     # Two caches on one Redis stand for two replicas, each with its own process state.
     first = UpstreamCache(backend_from_url(redis_url, 0), lock_ttl_s=5)
-    spy = PollSpy(serializer=ValueCodec(), namespace="provgraph", db=0)
+    spy = PollSpy(
+        serializer=ValueCodec(), namespace="provgraph", db=int(redis_url.rsplit("/", 1)[1])
+    )
     second = UpstreamCache(spy, lock_ttl_s=5)
     key = f"test:{uuid.uuid4().hex}"
     loads = 0

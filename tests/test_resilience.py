@@ -18,6 +18,7 @@ from aiolimiter import AsyncLimiter
 from prometheus_client import REGISTRY
 from support import Api, api_server
 
+from graph.settings import Settings
 from models.devices import DeviceIdentifier
 from models.events import HistoryWindow
 from models.instants import parse_instant
@@ -104,7 +105,8 @@ async def test_transient_failures_are_retried_until_one_succeeds(tmp_path):
         body = await api.query(HISTORY)
 
         assert body["data"]["device"]["provisioningHistory"]["edges"]
-        assert api.calls() == 3
+        # The device's probe, the first history call, took the three attempts.
+        assert api.calls() == 3 + 1
         assert body["extensions"]["cost"] == {"upstreamCalls": 3 + 1, "cacheHits": 0}
         assert metric("provgraph_upstream_retries_total", operation=HISTORY_OP) == retries + 2
         assert (
@@ -138,7 +140,7 @@ async def test_a_timeout_is_retried(tmp_path):
         body = await api.query(HISTORY)
 
         assert body["data"]["device"]["provisioningHistory"]["edges"]
-        assert api.calls() == 2
+        assert api.calls() == 2 + 1  # the device's probe in two attempts, then the window
         assert (
             metric(
                 "provgraph_upstream_calls_total", operation=HISTORY_OP, outcome="UPSTREAM_TIMEOUT"
@@ -229,7 +231,7 @@ async def test_a_successful_probe_after_the_cool_down_closes_the_circuit(tmp_pat
         body = await api.query(HISTORY)
 
         assert body["data"]["device"]["provisioningHistory"]["edges"]
-        assert api.calls() == 2
+        assert api.calls() == 3  # the failed one, then the device's probe and the window
         assert await readyz(api) == (200, "closed")
         assert metric("provgraph_upstream_circuit_state") == 0
 
@@ -254,6 +256,9 @@ async def test_a_failed_probe_reopens_the_circuit_for_another_cool_down(tmp_path
     [
         ("UnifiedWebService.REQUEST_FAILED.DeviceNotFound", False),
         ("DeviceService.INPUT_INVALID.Identifier", False),
+        # An account may not list its devices: lookups that need the list must not
+        # take the whole upstream down for everybody.
+        ("s:Client", False),
         ("UnifiedWebService.REQUEST_FAILED.InternalError", True),
     ],
 )
@@ -342,10 +347,9 @@ def stale_service(tmp_path: Path, clock: Clock, **overrides: object):
 async def test_expired_answers_are_served_marked_stale_while_the_upstream_is_down(tmp_path, clock):
     with stale_service(tmp_path, clock) as api:
         fresh = await api.query(HISTORY)
-        clock.advance(61)  # the device list page and the window are past their freshness
+        clock.advance(61)  # the device's probe and the window are past their freshness
         state = api.simulator.state
-        state.fail_next("http503", times=2, operation="GetDeviceList")
-        state.fail_next("http503", times=2, operation=HISTORY_OP)
+        state.fail_next("http503", times=4, operation=HISTORY_OP)
         stale_lookups = metric("provgraph_cache_lookups_total", result="stale")
 
         down = await api.query(HISTORY)
@@ -393,7 +397,7 @@ async def test_no_stale_answer_once_the_stale_time_is_over(tmp_path, clock):
     with stale_service(tmp_path, clock, cache_stale_for_s=100) as api:
         await api.query(HISTORY)
         clock.advance(60 + 100)
-        api.simulator.state.fail_next("http503", times=2, operation="GetDeviceList")
+        api.simulator.state.fail_next("http503", times=2, operation=HISTORY_OP)
 
         body = await api.query(HISTORY, expect_errors=True)
 
@@ -403,7 +407,7 @@ async def test_no_stale_answer_once_the_stale_time_is_over(tmp_path, clock):
 
 async def test_concurrent_lookups_during_an_outage_share_one_load_and_its_stale_answer(clock):
     cache = UpstreamCache(
-        BoundedMemoryCache(max_weight=1000), lock_ttl_s=1, stale_for_s=600, clock=clock
+        BoundedMemoryCache(max_bytes=1 << 20), lock_ttl_s=1, stale_for_s=600, clock=clock
     )
     old = HistoryWindow((), True)
 
@@ -479,7 +483,7 @@ def upstream_over(uws, limiter: AsyncLimiter) -> Upstream:
     resilience = Resilience(
         RetryPolicy(3, 0.001, 0.001), CircuitBreaker(5, COOLDOWN_S), limiter, sleep=no_wait
     )
-    cache = UpstreamCache(BoundedMemoryCache(max_weight=10_000), lock_ttl_s=5)
+    cache = UpstreamCache(BoundedMemoryCache(max_bytes=1 << 20), lock_ttl_s=5)
     policy = CachePolicy(settle_s=3600, immutable_ttl_s=60, recent_ttl_s=60, device_list_ttl_s=60)
     return Upstream(uws, cache, policy, resilience)
 
@@ -526,6 +530,11 @@ async def test_calls_beyond_the_rate_wait_for_a_slot(uws, upstream):
 def test_the_rate_setting_becomes_a_limiter(per_second, max_rate, period):
     limiter = per_second_limiter(per_second)
     assert (limiter.max_rate, limiter.time_period) == (max_rate, period)
+
+
+def test_by_default_no_call_rate_caps_the_upstream_below_its_concurrency():
+    """100 calls a second once made reports a third slower than 8 in flight allow."""
+    assert Settings(_env_file=None).upstream_calls_per_second is None
 
 
 # Backoff

@@ -1,11 +1,14 @@
 """What every resolver receives: the process's services and this request's state."""
 
-from dataclasses import dataclass, field
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 from strawberry.dataloader import DataLoader
 
+from graph.development import client_address, is_local
 from graph.settings import Settings
 from models.devices import DeviceIdentifier
 from models.principal import Principal
@@ -17,6 +20,22 @@ from resolvers.jobs import ReportJobs
 from resolvers.recipes import RecipeStore
 from resolvers.upstream import Cost, Upstream
 from soap.client import UwsClient
+
+if TYPE_CHECKING:  # graph.ratelimit reaches this module through graph.middleware
+    from graph.ratelimit import RateLimits
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What one GraphQL operation holds for itself."""
+
+    cost: Cost
+    devices: DataLoader[DeviceIdentifier, Device | None]
+
+
+# Not reset when an operation ends: its task ends with it, and a subscription may be
+# finalised from another task, where a reset fails.
+_current: ContextVar[Operation | None] = ContextVar("operation", default=None)
 
 
 @dataclass
@@ -32,26 +51,60 @@ class Services:
     hub: EventHub
     jobs: ReportJobs
     authenticator: Authenticator
-    development_token: str | None = None
-    """The secret GraphiQL is prefilled with (``AUTH_DEV_TOKEN``, loopback binds only)."""
+    rate_limits: "RateLimits"
 
 
 @dataclass
 class Context:
     services: Services
     principal: Principal
-    cost: Cost = field(default_factory=Cost)
     connection_params: dict[str, object] | None = None
     """A WebSocket's ``connection_init`` payload (Strawberry sets it)."""
-    devices: DataLoader[DeviceIdentifier, Device | None] = field(init=False)
+    authorization: str | None = None
+    """The Authorization a WebSocket authenticated with, checked again while it is open."""
+    client_address: str = "unknown"
+    """Refused credentials are limited per client address."""
+    local: bool = False
+    """The request (or WebSocket upgrade) was made on this host directly
+    (``graph.development.is_local``)."""
 
-    def __post_init__(self) -> None:
+    def begin_operation(self) -> Cost:
+        """Gives the operation starting in this task its own Cost and device loader.
+
+        Operations over one WebSocket share one Context, yet each must have its own
+        budget of upstream calls and see devices as they are now: each runs in a task
+        of its own, and ``graph.errors.ResponseExtensions`` calls this as it starts.
+        """
+        cost = Cost(budget=self.services.settings.max_upstream_calls_per_request)
+
         async def load(keys: list[DeviceIdentifier]) -> list[Device | None]:
-            return await find_devices(self.services.upstream, self.cost, keys)
+            return await find_devices(self.services.upstream, cost, keys)
 
-        # One per request: a query naming a device several times looks it up once.
-        self.devices = DataLoader(load_fn=load)
+        # A query naming a device several times looks it up once.
+        _current.set(Operation(cost, DataLoader(load_fn=load)))
+        return cost
+
+    @property
+    def operation(self) -> Operation:
+        operation = _current.get()
+        if operation is None:
+            raise RuntimeError("no GraphQL operation has begun in this task")
+        return operation
+
+    @property
+    def cost(self) -> Cost:
+        """What the running operation spends upstream, within its budget of calls."""
+        return self.operation.cost
+
+    @property
+    def devices(self) -> DataLoader[DeviceIdentifier, Device | None]:
+        return self.operation.devices
 
 
 def context_for(connection: HTTPConnection, principal: Principal) -> Context:
-    return Context(services=connection.app.state.services, principal=principal)
+    return Context(
+        services=connection.app.state.services,
+        principal=principal,
+        local=is_local(connection),
+        client_address=client_address(connection),
+    )

@@ -6,12 +6,15 @@ from typing import Any
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
+from graph.context import Context
 from models.instants import format_api_instant
 from resolvers.cursors import CursorError
 from resolvers.history import HistoryPagingError
+from resolvers.upstream import Cost, UpstreamBudgetExceeded
 from soap.errors import UpstreamBadReply, UpstreamError, UpstreamFault, UpstreamUnavailable
 
 BAD_USER_INPUT = "BAD_USER_INPUT"
+UPSTREAM_BUDGET_EXCEEDED = "UPSTREAM_BUDGET_EXCEEDED"
 
 
 def user_error(message: str, argument: str | None = None) -> GraphQLError:
@@ -26,6 +29,8 @@ def _extensions(error: BaseException) -> dict[str, Any] | None:
         return {"code": BAD_USER_INPUT}
     if isinstance(error, HistoryPagingError):
         return {"code": UpstreamBadReply.category}
+    if isinstance(error, UpstreamBudgetExceeded):
+        return {"code": UPSTREAM_BUDGET_EXCEEDED, "budget": error.budget}
     if not isinstance(error, UpstreamError):
         return None
     extensions: dict[str, Any] = {"code": error.category}
@@ -36,8 +41,29 @@ def _extensions(error: BaseException) -> dict[str, Any] | None:
     return extensions
 
 
+def _device_list_warning(error: UpstreamError) -> dict[str, Any]:
+    warning: dict[str, Any] = {
+        "code": "DEVICE_LIST_UNAVAILABLE",
+        "message": "The upstream's device list could not be read: devices were found "
+        "through their history, and their identifiers show only the one asked by.",
+        "reason": error.category,
+    }
+    if isinstance(error, UpstreamFault):
+        warning["upstreamCode"] = error.code
+    return warning
+
+
 class ResponseExtensions(SchemaExtension):
-    """Gives upstream and input errors their codes; reports cost and warnings."""
+    """Gives each operation its own Cost; gives upstream and input errors their codes;
+    reports cost and warnings."""
+
+    cost: Cost | None = None
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context.context
+        if isinstance(context, Context):
+            self.cost = context.begin_operation()
+        yield
 
     def on_execute(self) -> Iterator[None]:
         yield
@@ -48,8 +74,7 @@ class ResponseExtensions(SchemaExtension):
                 error.extensions = {**(error.extensions or {}), **extensions}
 
     def get_results(self) -> dict[str, Any]:
-        context = self.execution_context.context
-        cost = getattr(context, "cost", None)
+        cost = self.cost
         if cost is None:
             return {}
         results: dict[str, Any] = {
@@ -76,6 +101,8 @@ class ResponseExtensions(SchemaExtension):
                     "staleReads": cost.stale_reads,
                 }
             )
+        if cost.device_list_unavailable is not None:
+            warnings.append(_device_list_warning(cost.device_list_unavailable))
         if warnings:
             results["warnings"] = warnings
         return results

@@ -35,6 +35,16 @@ from graph.settings import Settings
 
 QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 _REPORT_FIELD = "provisioningReport"  # reads every history of its devices in the request
+_HISTORY = "ProvisioningEventConnection"
+FULL_RANGE_READ = 10 * MAX_PAGE
+"""What a read that may take a history's whole range costs: ten full pages, as many
+events as ten upstream windows hold. Such reads are the history's ``totalCount`` (it
+counts every event of the range) and a filtered page (it reads on until it has its
+matches, to the end of the range where there are none). Their real price grows with the
+history (a 30,000-event one takes 61 calls forward, and searching it backwards for a
+match that is not there far more), which nothing knows before running: so at the
+default MAX_QUERY_COST an operation holds at most ten of them, and the budget of
+upstream calls per request (MAX_UPSTREAM_CALLS_PER_REQUEST) bounds what they spend."""
 
 
 def too_complex(message: str, limit: str, **details: int) -> GraphQLError:
@@ -90,7 +100,16 @@ def _aliases_rule(max_aliases: int) -> type[ValidationRule]:
 
 class _Cost:
     """An operation's cost: each connection counts its page size times the page sizes
-    of the connections around it, and a report counts its devices."""
+    of the connections around it, each full-range read of a history FULL_RANGE_READ
+    times them, and a report counts its devices.
+
+    Left unpriced: a recipe connection's totalCount (a database count); a backward
+    history page without filter (its search takes a bounded number of windows, about
+    60 for 500 events); device lookups (a request walks the device list at most once,
+    and probes each device it lacks once); a report's devices beyond one each (reports
+    exist to read whole ranges, REPORT_MAX_DEVICES bounds them). The budget of upstream
+    calls per request bounds all of these.
+    """
 
     def __init__(
         self,
@@ -115,6 +134,31 @@ class _Cost:
             return DEFAULT_PAGE
         return min(max(size, 0), MAX_PAGE)  # beyond that, the argument check says why
 
+    def _full_reads(self, field: FieldNode, page: int) -> int:
+        """How many reads of a history connection may take its whole range: its count,
+        and a filtered page that must find a match (an empty page forwards stops after
+        one window; backwards it still looks for one match, to tell hasPreviousPage)."""
+        filter = self._argument(field, "filter")
+        filtered = isinstance(filter, dict) and any(v is not None for v in filter.values())
+        backward = self._argument(field, "last") is not None
+        counted = field.selection_set is not None and self._selects(
+            field.selection_set, "totalCount"
+        )
+        return int(filtered and (page > 0 or backward)) + int(counted)
+
+    def _selects(self, selections: SelectionSetNode, name: str) -> bool:
+        """Whether the selection set asks for field ``name`` itself, through fragments too."""
+        for selection in selections.selections:
+            if isinstance(selection, FieldNode):
+                if selection.name.value == name:
+                    return True
+            elif isinstance(selection, FragmentSpreadNode):
+                if self._selects(self.fragments[selection.name.value].selection_set, name):
+                    return True
+            elif self._selects(selection.selection_set, name):
+                return True
+        return False
+
     def _devices(self, field: FieldNode) -> int:
         report = self._argument(field, "input")
         devices = report.get("devices") if isinstance(report, dict) else None
@@ -129,8 +173,12 @@ class _Cost:
                     continue  # __typename and introspection
                 inner = multiplier
                 if "first" in definition.args or "last" in definition.args:
-                    inner = multiplier * self._page(selection)
+                    page = self._page(selection)
+                    inner = multiplier * page
                     total += inner
+                    if get_named_type(definition.type).name == _HISTORY:
+                        reads = self._full_reads(selection, page)
+                        total += multiplier * reads * FULL_RANGE_READ
                 if selection.name.value == _REPORT_FIELD:
                     total += multiplier * self._devices(selection)
                 if selection.selection_set is not None:
@@ -192,7 +240,8 @@ class QueryLimits(SchemaExtension):
             if cost > maximum:
                 raise too_complex(
                     f"The operation could cost {cost} (page sizes times the page sizes "
-                    f"around them, and report devices); at most {maximum} is allowed.",
+                    f"around them, {FULL_RANGE_READ} for each history totalCount or "
+                    f"filtered page, and report devices); at most {maximum} is allowed.",
                     "cost",
                     cost=cost,
                     maximum=maximum,

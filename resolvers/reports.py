@@ -11,9 +11,10 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from operator import attrgetter
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
 from models.devices import DeviceIdentifier
 from models.events import ProvisioningEvent
@@ -66,6 +67,18 @@ class Report:
     total_events: int
     devices_scanned: int
     failures: list[Failure]
+
+
+@cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def time_zone(name: str) -> ZoneInfo | None:
+    """The IANA time zone of that name, or None for any other string. Only names of the
+    zone database are looked up: ZoneInfo reads other keys as paths, and fails on them
+    in ways (absolute, a directory, too long) that are not ours to report."""
+    return ZoneInfo(name) if name in _zone_names() else None
 
 
 def bucket_start(ticks: int, bucket: str, zone: ZoneInfo) -> int:
@@ -208,7 +221,16 @@ async def run_report(
 
     # Twice as many readers as calls allowed in flight: while some read replies, the
     # others keep the upstream busy (the client holds the cap to ``concurrency``).
-    await asyncio.gather(*(worker() for _ in range(2 * max(1, concurrency))))
+    workers = [asyncio.create_task(worker()) for _ in range(2 * max(1, concurrency))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        # A report that failed (its request's upstream budget spent, its job cancelled)
+        # must not go on calling the upstream behind its caller's back.
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
     return Report(rows, totals["events"], totals["scanned"], failures)
 
 

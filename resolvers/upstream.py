@@ -1,9 +1,10 @@
 """Upstream reads through the window cache and the resilience layer, with what each
-request costs."""
+request costs and the budget of calls it may spend."""
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from models.devices import DeviceIdentifier, DeviceListPage
 from models.events import HistoryWindow
@@ -12,22 +13,61 @@ from resolvers.cache import Found, UpstreamCache
 from resolvers.history import FetchWindow, HistoryGap
 from resolvers.resilience import Resilience
 from soap.client import UwsClient
+from soap.errors import UpstreamError
+
+T = TypeVar("T")
+
+
+class UpstreamBudgetExceeded(Exception):
+    """A request would pass its budget of upstream calls: the call was not made.
+
+    Not an ``UpstreamError``: nothing is wrong with the upstream, so the circuit breaker
+    and retries leave it alone, and a report fails as a whole rather than listing every
+    device it did not get to.
+    """
+
+    def __init__(self, cost: "Cost", budget: int) -> None:
+        super().__init__(
+            f"This request reached its budget of {budget} upstream calls "
+            "(MAX_UPSTREAM_CALLS_PER_REQUEST), so no further call was made. Ask for less "
+            "in one request (fewer aliases, devices, filters or totalCount over shorter "
+            "ranges), or start a report job for a large fleet."
+        )
+        self.cost = cost
+        self.budget = budget
 
 
 @dataclass
 class Cost:
     """What one request spent upstream, and what it could not get: shown in its response."""
 
+    budget: int | None = None
+    """Upstream calls this request may make, retries included; None: no bound (report
+    jobs and CSV exports, which are bounded by their devices and stream their result)."""
     upstream_calls: int = 0
     """Calls made, retries included."""
     cache_hits: int = 0
     stale_reads: int = 0
     """Answers taken from the cache past their freshness because the upstream was down."""
     gaps: list[tuple[DeviceIdentifier, HistoryGap]] = field(default_factory=list)
+    device_list_unavailable: UpstreamError | None = None
+    """Why the device list could not be read where a device's identifiers needed it."""
 
     def count(self, found: Found) -> None:
         self.cache_hits += found is Found.CACHED
         self.stale_reads += found is Found.STALE
+
+    def check(self) -> None:
+        """UpstreamBudgetExceeded when the budget has no call left."""
+        if self.budget is not None and self.upstream_calls >= self.budget:
+            raise UpstreamBudgetExceeded(self, self.budget)
+
+    def spend(self) -> None:
+        """Counts a call about to be made; refuses it (UpstreamBudgetExceeded) instead
+        when it would pass the budget. Check and count happen with no await between, so
+        calls made side by side never pass the budget together."""
+        self.check()
+        self.upstream_calls += 1
 
 
 @dataclass(frozen=True)
@@ -66,18 +106,16 @@ class Upstream:
         """
 
         async def fetch(device: DeviceIdentifier, earliest: int, latest: int) -> HistoryWindow:
-            async def attempt() -> HistoryWindow:
-                cost.upstream_calls += 1
-                return await self.client.get_device_provisioning_history(device, earliest, latest)
-
-            async def load() -> HistoryWindow:
-                return await self.resilience.call("GetDeviceProvisioningHistory", attempt)
-
+            load = self._load(
+                "GetDeviceProvisioningHistory",
+                cost,
+                lambda: self.client.get_device_provisioning_history(device, earliest, latest),
+            )
             settled = latest < self.now() - int(self.policy.settle_s * TICKS_PER_SECOND)
             ttl = self.policy.immutable_ttl_s if settled else self.policy.recent_ttl_s
             key = f"h:{device.kind}:{device.identifier}:{earliest}:{latest}"
             if keep:
-                value, found = await self.cache.get_or_load(key, load, ttl)
+                value, found = await _own(cost, lambda: self.cache.get_or_load(key, load, ttl))
             else:
                 value, found = await self.cache.get_or_read(key, load)
             cost.count(found)
@@ -86,16 +124,65 @@ class Upstream:
 
         return fetch
 
+    def _load(
+        self, operation: str, cost: Cost, call: Callable[[], Awaitable[T]]
+    ) -> Callable[[], Awaitable[T]]:
+        """Loads one answer for ``cost``'s request: every attempt, retries included,
+        spends a call of its budget, and none is made past it."""
+
+        async def attempt() -> T:
+            cost.spend()
+            return await call()
+
+        async def load() -> T:
+            # Before the breaker and the rate limit: a call that cannot be made takes
+            # neither the half-open probe nor a slot of the process's call rate.
+            cost.check()
+            return await self.resilience.call(operation, attempt)
+
+        return load
+
     async def device_list(self, largest_seen: int | None, cost: Cost) -> DeviceListPage:
-        async def attempt() -> DeviceListPage:
-            cost.upstream_calls += 1
-            return await self.client.get_device_list(largest_seen)
-
-        async def load() -> DeviceListPage:
-            return await self.resilience.call("GetDeviceList", attempt)
-
-        key = f"d:{largest_seen if largest_seen is not None else ''}"
-        value, found = await self.cache.get_or_load(key, load, self.policy.device_list_ttl_s)
+        load = self._load("GetDeviceList", cost, lambda: self.client.get_device_list(largest_seen))
+        key = _device_list_key(largest_seen)
+        ttl = self.policy.device_list_ttl_s
+        value, found = await _own(cost, lambda: self.cache.get_or_load(key, load, ttl))
         cost.count(found)
         assert isinstance(value, DeviceListPage)
         return value
+
+    async def cached_device_list(
+        self, largest_seen: int | None, cost: Cost
+    ) -> DeviceListPage | None:
+        """The device-list page ``device_list`` would give, if the cache holds it fresh;
+        never an upstream call."""
+
+        async def refuse() -> DeviceListPage:
+            raise _NotCached
+
+        try:
+            value, found = await self.cache.get_or_read(_device_list_key(largest_seen), refuse)
+        except _NotCached:
+            return None
+        cost.count(found)
+        assert isinstance(value, DeviceListPage)
+        return value
+
+
+async def _own(cost: Cost, read: Callable[[], Awaitable[T]]) -> T:
+    """``read()``, a cache lookup that may wait on a load another request started: when
+    that request's budget ran out, this one is not refused for it but loads for itself."""
+    while True:
+        try:
+            return await read()
+        except UpstreamBudgetExceeded as exceeded:
+            if exceeded.cost is cost:
+                raise
+
+
+class _NotCached(Exception):
+    """Stands in for a load where only what the cache holds is wanted."""
+
+
+def _device_list_key(largest_seen: int | None) -> str:
+    return f"d:{largest_seen if largest_seen is not None else ''}"

@@ -8,12 +8,13 @@ import strawberry
 from graph.errors import user_error
 from graph.history import ProvisioningEventConnection, ProvisioningEventFilter
 from graph.history import provisioning_history as read_history
+from graph.permissions import RECIPES_READ, needs
 from graph.relay import Node, PageInfo, global_id, page_size
 from graph.scalars import DateTime
 from models.devices import IDENTIFIER_FORMATS
 from models.devices import DeviceIdentifier as IdentifierRecord
 from resolvers.devices import Device as DeviceRecord
-from resolvers.devices import DeviceListPosition, ListedDevice, list_devices
+from resolvers.devices import DeviceListPosition, ListedDevice, all_identifiers, list_devices
 from resolvers.recipes import RecipeFilter
 
 if TYPE_CHECKING:
@@ -74,9 +75,6 @@ def identifier_record(kind: DeviceIdentifierKind, identifier: str) -> Identifier
 class Device(Node):
     id: strawberry.ID
     identifier: DeviceIdentifier
-    identifiers: list[DeviceIdentifier] = strawberry.field(
-        description="All identifiers the upstream knows for this device, where it reports them."
-    )
     record: strawberry.Private[DeviceRecord]
 
     @classmethod
@@ -85,9 +83,18 @@ class Device(Node):
         return cls(
             id=global_id("Device", asked.kind, asked.identifier),
             identifier=DeviceIdentifier.of(asked),
-            identifiers=[DeviceIdentifier.of(i) for i in device.identifiers if i.kind in _KINDS],
             record=device,
         )
+
+    @strawberry.field(
+        description="All identifiers the upstream knows for this device: those of its "
+        "GetDeviceList entry. Only the identifier asked by where the device list lacks "
+        "the device or cannot be read (a DEVICE_LIST_UNAVAILABLE warning says so)."
+    )
+    async def identifiers(self, info: strawberry.Info) -> list[DeviceIdentifier]:
+        context = info.context
+        known = await all_identifiers(context.services.upstream, context.cost, self.record)
+        return [DeviceIdentifier.of(i) for i in known if i.kind in _KINDS]
 
     @strawberry.field(
         description="The device's provisioning history, oldest first, read lazily from "
@@ -120,7 +127,11 @@ class Device(Node):
             before,
         )
 
-    @strawberry.field(description="Recipes linked to this device, oldest first.")
+    @strawberry.field(
+        description="Recipes of the caller's organizations linked to this device, oldest "
+        "first. Needs recipes:read.",
+        extensions=needs(RECIPES_READ),
+    )
     async def provisioning_recipes(
         self, info: strawberry.Info, first: int | None = None, after: str | None = None
     ) -> Annotated["ProvisioningRecipeConnection", strawberry.lazy("graph.recipes")]:

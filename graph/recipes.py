@@ -8,6 +8,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from graph.errors import user_error
+from graph.permissions import HISTORY_READ, needs
 from graph.relay import Node, PageInfo, global_id, page_size
 from graph.scalars import DateTime
 from models import recipe_events
@@ -81,7 +82,11 @@ class ProvisioningRecipe(Node):
     updated_at: DateTime
     row: strawberry.Private[RecipeRow]
 
-    @strawberry.field(description="The upstream device this recipe targets, where one was given.")
+    @strawberry.field(
+        description="The upstream device this recipe targets, where one was given. Needs "
+        "history:read.",
+        extensions=needs(HISTORY_READ),
+    )
     async def device(self, info: strawberry.Info) -> DeviceType | None:
         from graph.devices import load_device
 
@@ -550,9 +555,17 @@ def _accepts(
 def _after(after: strawberry.ID | None) -> int | None:
     if after is None:
         return None
-    if not str(after).isdigit():
-        raise user_error(f"{after!r} is not an event id.", "after")
-    return int(after)
+    # str.isdigit() takes superscripts (which int() refuses) and Arabic-Indic digits
+    # (which int() reads as numbers); event ids are 20 ASCII digits naming a BIGINT.
+    text = str(after)
+    if not (
+        text.isascii()
+        and text.isdigit()
+        and len(text) <= len(recipe_events.event_id(0))
+        and int(text) < 2**63
+    ):
+        raise user_error("after is not an event id: ASCII digits, below 2**63.", "after")
+    return int(text)
 
 
 async def provisioning_recipe_created(

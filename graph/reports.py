@@ -3,7 +3,6 @@
 from collections.abc import AsyncGenerator
 from enum import Enum
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import strawberry
 from graphql import GraphQLError
@@ -11,6 +10,7 @@ from graphql import GraphQLError
 from graph.devices import DeviceIdentifier, DeviceIdentifierInput, identifier_record
 from graph.errors import user_error
 from graph.history import ProvisioningEventFilter, range_error
+from graph.permissions import REPORTS_READ, needs
 from graph.recipes import UserError
 from graph.relay import Node, global_id, parse_global_id
 from graph.scalars import DateTime
@@ -18,7 +18,10 @@ from models.devices import DeviceIdentifier as IdentifierRecord
 from models.instants import from_datetime
 from models.reports import ReportJob
 from resolvers.history import matcher
-from resolvers.reports import Progress, report_json, request_json, run_report, spec_json
+from resolvers.jobs import TooManyJobs
+from resolvers.reports import Progress, report_json, request_json, run_report, spec_json, time_zone
+
+TIME_ZONE_EXPECTED = "timeZone must name an IANA time zone, such as Europe/Berlin or UTC."
 
 
 @strawberry.enum
@@ -111,7 +114,11 @@ class ProvisioningReportJob(Node):
     id: strawberry.ID
     state: ReportJobState
     progress: ReportProgress
-    result: ProvisioningReport | None
+    result: ProvisioningReport | None = strawberry.field(
+        extensions=needs(REPORTS_READ),
+        description="The report, once the job has succeeded. Needs reports:read: the "
+        "scope that starts or cancels a job does not read what it found.",
+    )
     error: str | None
     created_at: DateTime
     finished_at: DateTime | None
@@ -217,14 +224,12 @@ def report_request(
             )
         )
     zone = report.time_zone or "UTC"
-    try:
-        ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
+    if time_zone(zone) is None:
         errors.append(
             UserError(
                 field=["input", "timeZone"],
                 code="INVALID_TIME_ZONE",
-                message=f"{zone!r} is not an IANA time zone.",
+                message=TIME_ZONE_EXPECTED,
             )
         )
     if errors:
@@ -268,7 +273,11 @@ async def start_provisioning_report(
     request, errors = report_request(input, info.context.services.settings.report_max_devices)
     if request is None:
         return StartProvisioningReportPayload(job=None, user_errors=errors)
-    job = await info.context.services.jobs.start(info.context.principal.subject, request)
+    try:
+        job = await info.context.services.jobs.start(info.context.principal.subject, request)
+    except TooManyJobs as error:
+        refusal = UserError(field=["input"], code="TOO_MANY_JOBS", message=str(error))
+        return StartProvisioningReportPayload(job=None, user_errors=[refusal])
     return StartProvisioningReportPayload(job=ProvisioningReportJob.of(job), user_errors=[])
 
 

@@ -2,12 +2,18 @@
 
 from dataclasses import dataclass
 
+HISTORY_READ = "history:read"
+RECIPES_READ = "recipes:read"
+RECIPES_WRITE = "recipes:write"
+REPORTS_READ = "reports:read"
+REPORTS_WRITE = "reports:write"
+
 SCOPES: dict[str, str] = {
-    "history:read": "devices and their provisioning histories (GraphQL and the history CSV)",
-    "recipes:read": "recipes of the caller's organizations, and their events (subscriptions)",
-    "recipes:write": "create recipes and change their status, in the caller's organizations",
-    "reports:read": "run reports in the request, read the caller's report jobs and their CSV",
-    "reports:write": "start and cancel report jobs",
+    HISTORY_READ: "devices and their provisioning histories (GraphQL and the history CSV)",
+    RECIPES_READ: "recipes of the caller's organizations, and their events (subscriptions)",
+    RECIPES_WRITE: "create recipes and change their status, in the caller's organizations",
+    REPORTS_READ: "run reports in the request, read the caller's report jobs and their CSV",
+    REPORTS_WRITE: "start and cancel report jobs",
 }
 """Every scope a credential can carry, with what it grants."""
 

@@ -13,7 +13,7 @@ import pytest
 import websockets
 from gql import Client, GraphQLRequest, gql
 from support import Api, api_server, bearer, document
-from test_recipes_api import ORG, OTHER_ORG, create
+from test_recipes_api import ORG, OTHER_ORG, create, full_input
 
 from models.principal import SCOPES
 
@@ -188,13 +188,16 @@ async def test_exports_need_their_scope(api, export):
         anonymous = await http.get(f"/exports/{export}", params=params)
         lacking = caller(api, scopes=[s for s in SCOPES if s != scope])
         refused = await http.get(f"/exports/{export}", params=params, headers=lacking.headers)
+        assert api.calls() == calls  # refused before any upstream call
         allowed = await http.get(
             f"/exports/{export}", params=params, headers=caller(api, scopes=[scope]).headers
         )
     assert anonymous.status_code == 401
-    assert (refused.status_code, refused.json()["code"]) == (403, "FORBIDDEN")
+    assert refused.status_code == 403
+    assert [e["extensions"]["code"] for e in refused.json()["errors"]] == ["FORBIDDEN"]
+    assert scope in refused.json()["errors"][0]["message"]
     assert allowed.status_code == 200, allowed.text
-    assert api.calls() > calls  # only the allowed one read the upstream
+    assert api.calls() > calls
 
 
 async def test_another_organization_sees_nothing_of_ours_through_any_query(api):
@@ -291,3 +294,129 @@ async def test_events_name_the_authenticated_caller_as_originator(tmp_path):
         acting = replace(api, token=bearer("acting", (ORG,), SCOPES, account_id=4242))
         event = (await create(acting))["event"]["json"]
         assert event["payload"]["originator"] == {"accountId": 4242, "organizationUid": ORG}
+
+
+# --- Scopes below the root: nested fields and payloads check their own ------------------
+
+RECIPE_HISTORY = """query ($uid: String!) {
+  provisioningRecipe(uid: $uid) { uid device { provisioningHistory { totalCount } } }
+}"""
+DEVICE_RECIPES = """query ($kind: DeviceIdentifierKind!, $identifier: String!) {
+  device(kind: $kind, identifier: $identifier) {
+    id provisioningRecipes { totalCount edges { node { uid serialNumber } } }
+  }
+}"""
+DEVICE_ONLY = """query ($kind: DeviceIdentifierKind!, $identifier: String!) {
+  device(kind: $kind, identifier: $identifier) { id }
+}"""
+
+
+def refusals(body: dict) -> list[tuple[str, list, bool]]:
+    """(code, path, names the scope) of each error."""
+    return [(e["extensions"]["code"], e["path"], "scope" in e["message"]) for e in body["errors"]]
+
+
+def upstream_calls(body: dict) -> int:
+    return body["extensions"]["cost"]["upstreamCalls"]
+
+
+async def test_recipes_read_token_cannot_read_history_through_recipe_device(api):
+    recipe = (await create(caller(api), device=SEED_MEID))["recipe"]
+    reader = caller(api, scopes=["recipes:read"])
+    history_calls = api.calls()
+    body = await reader.query(RECIPE_HISTORY, {"uid": recipe["uid"]}, expect_errors=True)
+    assert body["data"] == {"provisioningRecipe": {"uid": recipe["uid"], "device": None}}
+    assert refusals(body) == [("FORBIDDEN", ["provisioningRecipe", "device"], True)]
+    assert "history:read" in body["errors"][0]["message"]
+    assert upstream_calls(body) == 0
+    assert api.calls() == history_calls
+    both = caller(api, scopes=["recipes:read", "history:read"])
+    allowed = await both.query(RECIPE_HISTORY, {"uid": recipe["uid"]})
+    assert allowed["data"]["provisioningRecipe"]["device"]["provisioningHistory"]["totalCount"] > 0
+
+
+async def test_recipes_write_token_cannot_read_history_through_created_payload(api):
+    await caller(api).query(DEVICE_ONLY, SEED_MEID)  # the device list, cached before
+    writer = caller(api, scopes=["recipes:write"])
+    history_calls = api.calls()
+    body = await writer.query(
+        """mutation ($input: CreateProvisioningRecipeInput!) {
+          createProvisioningRecipe(input: $input) {
+            recipe { uid status device { provisioningHistory { totalCount } } }
+            event { type }
+            userErrors { code }
+          }
+        }""",
+        {"input": full_input(device=SEED_MEID)},
+        expect_errors=True,
+    )
+    payload = body["data"]["createProvisioningRecipe"]
+    # What the caller has just written it may read back; the device behind it it may not.
+    assert payload["userErrors"] == []
+    assert payload["event"] == {"type": "Device.ProvisioningRecipeCreated"}
+    assert payload["recipe"]["status"] == "PENDING"
+    assert payload["recipe"]["device"] is None
+    assert refusals(body) == [("FORBIDDEN", ["createProvisioningRecipe", "recipe", "device"], True)]
+    assert upstream_calls(body) == 0
+    assert api.calls() == history_calls
+
+
+async def test_history_read_token_cannot_read_recipes_through_device(api):
+    await create(caller(api), device=SEED_MEID)
+    reader = caller(api, scopes=["history:read"])
+    baseline = await reader.query(DEVICE_ONLY, SEED_MEID)  # the device list, cached now
+    assert upstream_calls(await reader.query(DEVICE_ONLY, SEED_MEID)) == 0
+    body = await reader.query(DEVICE_RECIPES, SEED_MEID, expect_errors=True)
+    # provisioningRecipes is non-null: its refusal nulls the device, the nearest nullable.
+    assert body["data"] == {"device": None}
+    assert refusals(body) == [("FORBIDDEN", ["device", "provisioningRecipes"], True)]
+    assert "recipes:read" in body["errors"][0]["message"]
+    assert upstream_calls(body) == 0
+    assert baseline["data"]["device"]["id"]
+
+
+async def test_a_devices_recipes_are_only_the_callers_organizations(api):
+    ours = (await create(caller(api), device=SEED_MEID))["recipe"]
+    stranger = caller(api, organizations=(OTHER_ORG,), subject="stranger")
+    theirs = (
+        await create(stranger, organizationUid=OTHER_ORG, serialNumber="SN-t", device=SEED_MEID)
+    )["recipe"]
+    for who, uid in ((caller(api), ours["uid"]), (stranger, theirs["uid"])):
+        body = await who.query(DEVICE_RECIPES, SEED_MEID)
+        recipes = body["data"]["device"]["provisioningRecipes"]
+        assert recipes["totalCount"] == 1
+        assert [e["node"]["uid"] for e in recipes["edges"]] == [uid]
+
+
+async def finished(api: Api, job: str) -> str:
+    """The job's final state, from its progress subscription (its last message)."""
+    state = None
+    async with Client(transport=api.websocket()) as session:
+        query = GraphQLRequest(
+            "subscription ($id: ID!) { provisioningReportProgress(jobId: $id) { state } }",
+            variable_values={"id": job},
+        )
+        async for message in session.subscribe(query):
+            state = message["provisioningReportProgress"]["state"]
+    assert state is not None
+    return state
+
+
+async def test_reports_write_token_cannot_read_a_job_result_through_cancel(api):
+    ids = await fixtures(api)
+    assert await finished(caller(api), ids["job"]) == "SUCCEEDED"
+    writer = caller(api, scopes=["reports:write"])  # the job's owner, with another token
+    body = await writer.query(
+        filled(
+            'mutation { cancelProvisioningReport(id: "{job}") { state result { totalEvents } } }',
+            ids,
+        ),
+        expect_errors=True,
+    )
+    assert body["data"] == {"cancelProvisioningReport": {"state": "SUCCEEDED", "result": None}}
+    assert refusals(body) == [("FORBIDDEN", ["cancelProvisioningReport", "result"], True)]
+    reader = caller(api, scopes=["reports:read"])
+    read = await reader.query(
+        filled('query { provisioningReportJob(id: "{job}") { result { totalEvents } } }', ids)
+    )
+    assert read["data"]["provisioningReportJob"]["result"]["totalEvents"] > 0

@@ -15,12 +15,12 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from graph.auth import Authentication, check_settings, jwt_verifier
 from graph.context import Services
-from graph.development import development_token
-from graph.exports import history_csv, report_csv
+from graph.development import announce, wants_development_token
+from graph.exports import FAILURES_HEADER, history_csv, report_csv
 from graph.http import GraphQLApp
-from graph.middleware import REQUEST_ID_HEADER, BodyLimit, Deadline, RequestContext
+from graph.middleware import REQUEST_ID_HEADER, BodyLimit, Deadline, ErrorShape, RequestContext
 from graph.observability import metrics
-from graph.ratelimit import RateLimit
+from graph.ratelimit import RateLimit, RateLimits
 from graph.schema import schema
 from graph.settings import SIMULATOR_MOUNT, Settings
 from resolvers.auth import Authenticator
@@ -39,6 +39,9 @@ from soap.errors import UpstreamError
 from soap.simulator.server import Simulator
 
 log = logging.getLogger(__name__)
+
+DEFAULT_CURSOR_SECRET = Settings.model_fields["cursor_secret"].default
+"""Good for development only: it is in the source for anyone to read."""
 
 
 def _services(request: Request) -> Services:
@@ -73,12 +76,23 @@ def create_app(
     """The whole service. Without UWS_BASE_URL it mounts (and talks to) a simulator.
 
     ``clock`` stands in for time (cache freshness, the default range end, the upstream
-    circuit's cool-down) in tests.
+    circuit's cool-down, a WebSocket's JWT expiry) in tests.
     """
     settings = settings or Settings()
     credentials = settings.upstream_credentials()
     check_settings(settings)
     jwts = jwt_verifier(settings)
+    rate_limits = RateLimits(
+        rate_limit=settings.rate_limit,
+        auth_failure_limit=settings.auth_failure_limit,
+        storage_url=settings.rate_limit_storage_url,
+        max_socket_operations=settings.max_subscriptions_per_credential,
+    )
+    if not settings.auth_dev_token and settings.cursor_secret == DEFAULT_CURSOR_SECRET:
+        log.warning(
+            "CURSOR_SECRET is the built-in default, which anyone can read in the source "
+            "and use to forge cursors: set a secret of your own (the same on every replica)"
+        )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -113,10 +127,12 @@ def create_app(
                 settings.upstream_circuit_cooldown_s,
                 clock or time.monotonic,
             ),
-            per_second_limiter(settings.upstream_calls_per_second),
+            per_second_limiter(settings.upstream_calls_per_second)
+            if settings.upstream_calls_per_second is not None
+            else None,
         )
         cache = UpstreamCache(
-            backend_from_url(settings.cache_url, settings.cache_max_events),
+            backend_from_url(settings.cache_url, settings.cache_max_bytes),
             # Other replicas wait out a load this long: every attempt and backoff of it.
             lock_ttl_s=retry.attempts * (settings.uws_timeout_s + retry.max_delay_s) + 1,
             stale_for_s=settings.cache_stale_for_s,
@@ -129,7 +145,20 @@ def create_app(
             device_list_ttl_s=settings.device_list_ttl_s,
         )
         upstream = Upstream(uws, cache, policy, resilience, clock or time.time)
-        jobs = ReportJobs(sessions(engine), upstream, settings.upstream_concurrency)
+        jobs = ReportJobs(
+            sessions(engine),
+            upstream,
+            settings.upstream_concurrency,
+            max_per_owner=settings.max_report_jobs_per_credential,
+        )
+        authenticator = Authenticator(
+            tokens,
+            jwts,
+            disabled=settings.auth_disabled,
+            development=wants_development_token(settings),
+            jwt_leeway_s=settings.auth_jwt_leeway_s,
+            clock=clock or time.time,
+        )
         app.state.services = Services(
             settings=settings,
             uws=uws,
@@ -139,13 +168,17 @@ def create_app(
             recipes=recipes,
             hub=hub,
             jobs=jobs,
-            authenticator=Authenticator(tokens, jwts, disabled=settings.auth_disabled),
-            development_token=await development_token(settings, tokens),
+            authenticator=authenticator,
+            rate_limits=rate_limits,
         )
+        if authenticator.development_token is not None:
+            announce(authenticator.development_token)
         try:
             yield
         finally:
             await jobs.stop()
+            if jwts is not None:
+                await jwts.aclose()
             await hub.stop()
             await cache.close()
             try:
@@ -169,9 +202,11 @@ def create_app(
         WebSocketRoute("/graphql", graphql),
     ]
     if settings.uses_simulator:
-        routes.append(Mount(SIMULATOR_MOUNT, app=(simulator or Simulator()).app))
+        simulator = simulator or Simulator(control=settings.simulator_control)
+        routes.append(Mount(SIMULATOR_MOUNT, app=simulator.app))
     middleware = [
         Middleware(RequestContext, quiet=(SIMULATOR_MOUNT,)),
+        Middleware(ErrorShape, exempt=(SIMULATOR_MOUNT,)),
         Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
         Middleware(Deadline, seconds=settings.request_deadline_s),
         Middleware(
@@ -179,15 +214,14 @@ def create_app(
             allow_origins=settings.allowed_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["authorization", "content-type", REQUEST_ID_HEADER],
-            expose_headers=[REQUEST_ID_HEADER, "retry-after"],
+            expose_headers=[REQUEST_ID_HEADER, "retry-after", FAILURES_HEADER],
             max_age=600,
         ),
         Middleware(Authentication),
         # After authentication, which names the caller the limit counts by.
         Middleware(
             RateLimit,
-            limit=settings.rate_limit,
-            storage_url=settings.rate_limit_storage_url,
+            limits=rate_limits,
             paths=("/graphql", "/exports/"),
         ),
     ]

@@ -10,7 +10,6 @@ with neither usable the socket closes as its protocol says (graphql-transport-ws
 graphql-ws: ``connection_error``, then a close).
 """
 
-import ipaddress
 import logging
 from collections.abc import Mapping
 
@@ -20,7 +19,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.exceptions import ConnectionRejectionError
 
 from graph.context import Context
-from graph.middleware import error_body, route_path
+from graph.development import client_address, is_local, is_loopback
+from graph.middleware import error_response, route_path
+from graph.ratelimit import RateLimited, RateLimits, too_many_requests
 from graph.settings import SIMULATOR_MOUNT, Settings
 from models.principal import ANONYMOUS, Principal
 from resolvers.auth import Authenticator, Unauthenticated
@@ -30,15 +31,6 @@ log = logging.getLogger(__name__)
 
 UNAUTHENTICATED = "UNAUTHENTICATED"
 OPEN_PATHS = frozenset(("/healthz", "/readyz", "/metrics"))
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_settings(settings: Settings) -> None:
@@ -72,6 +64,9 @@ def jwt_verifier(settings: Settings) -> JwtVerifier | None:
         scopes_claim=settings.auth_jwt_scopes_claim,
         account_id_claim=settings.auth_jwt_account_id_claim,
         leeway_s=settings.auth_jwt_leeway_s,
+        jwks_timeout_s=settings.auth_jwt_jwks_timeout_s,
+        jwks_refetch_floor_s=settings.auth_jwt_jwks_refetch_floor_s,
+        jwks_max_age_s=settings.auth_jwt_jwks_max_age_s,
     )
 
 
@@ -81,19 +76,16 @@ def principal_of(connection: HTTPConnection) -> Principal:
     return principal
 
 
-def is_local(connection: HTTPConnection) -> bool:
-    """Whether the connection came in on a loopback address of this host."""
-    server = connection.scope.get("server")
-    return bool(server) and is_loopback(str(server[0]))
-
-
 async def _authenticate(connection: HTTPConnection, authorization: str | None) -> Principal:
     authenticator: Authenticator = connection.app.state.services.authenticator
-    # The bind is checked at startup, but a server started some other way (uvicorn
-    # --host) may listen further: switched off means switched off for loopback only.
-    if authenticator.disabled and not is_local(connection):
-        raise Unauthenticated("Authentication is off here for loopback connections only.")
-    return await authenticator.authenticate(authorization)
+    limits: RateLimits = connection.app.state.services.rate_limits
+    # The bind is checked at startup, but a proxy, a tunnel or a rebound name reaches a
+    # loopback bind too: switched-off authentication and the development token serve
+    # only requests made on this host directly.
+    return await limits.authenticate(
+        client_address(connection),
+        lambda: authenticator.authenticate(authorization, local=is_local(connection)),
+    )
 
 
 def _graphiql_page(connection: HTTPConnection) -> bool:
@@ -120,17 +112,18 @@ def _open(connection: HTTPConnection) -> bool:
 
 def unauthenticated(error: Unauthenticated) -> Response:
     challenge = 'Bearer error="invalid_token"' if error.presented else "Bearer"
-    return Response(
-        error_body(error.reason, UNAUTHENTICATED),
-        status_code=401,
-        media_type="application/json",
-        headers={"WWW-Authenticate": challenge},
+    return error_response(
+        401, error.reason, UNAUTHENTICATED, headers={"WWW-Authenticate": challenge}
     )
 
 
 def _log_refusal(connection: HTTPConnection, error: Unauthenticated) -> None:
-    client = connection.client.host if connection.client else "?"
-    log.info("unauthenticated %s from %s: %s", route_path(connection.scope), client, error.reason)
+    log.info(
+        "unauthenticated %s from %s: %s",
+        route_path(connection.scope),
+        client_address(connection),
+        error.reason,
+    )
 
 
 class Authentication:
@@ -147,6 +140,9 @@ class Authentication:
         if not _open(connection):
             try:
                 principal = await _authenticate(connection, connection.headers.get("authorization"))
+            except RateLimited as limited:
+                await too_many_requests(limited)(scope, receive, send)
+                return
             except Unauthenticated as error:
                 _log_refusal(connection, error)
                 await unauthenticated(error)(scope, receive, send)
@@ -164,6 +160,8 @@ async def upgrade_principal(connection: HTTPConnection) -> Principal:
         return ANONYMOUS
     try:
         return await _authenticate(connection, authorization)
+    except RateLimited:
+        return ANONYMOUS  # not even checked: connection_init must authenticate instead
     except Unauthenticated as error:
         _log_refusal(connection, error)
         return ANONYMOUS
@@ -182,7 +180,8 @@ def _init_authorization(params: Mapping[str, object] | None) -> str | None:
 
 
 async def authenticate_connection_init(context: Context) -> None:
-    """Sets the socket's caller from ``connection_init``, or rejects the connection."""
+    """Sets the socket's caller from ``connection_init``, or rejects the connection
+    (``RateLimited`` when its address has had too many credentials refused)."""
     authenticator = context.services.authenticator
     # Switched off, the upgrade already decided (loopback connections only).
     authorization = (
@@ -190,7 +189,11 @@ async def authenticate_connection_init(context: Context) -> None:
     )
     try:
         if authorization is not None:
-            context.principal = await authenticator.authenticate(authorization)
+            context.principal = await context.services.rate_limits.authenticate(
+                context.client_address,
+                lambda: authenticator.authenticate(authorization, local=context.local),
+            )
+            context.authorization = authorization
         elif context.principal is ANONYMOUS:
             raise Unauthenticated(
                 "Authentication required: send Authorization in connection_init.",

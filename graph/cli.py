@@ -2,37 +2,70 @@
 ``migrate`` the database, print the ``schema``, manage API ``tokens``."""
 
 import argparse
+import asyncio
+import contextlib
 import logging
+import socket
+import sys
 
 import uvicorn
 
 from graph.logs import configure_logging
-from graph.settings import SIMULATOR_MOUNT, Settings
+from graph.settings import SIMULATOR_MOUNT
+from graph.startup import StartupProblem, check_database, listening_socket, read_settings
 from graph.token_commands import add_commands as add_token_commands
+
+STARTUP_FAILURE = 3
+"""uvicorn's exit status when the application failed to start."""
+
+
+def _address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _run(server: uvicorn.Server, sock: socket.socket) -> None:
+    # On Ctrl-C uvicorn shuts down gracefully, then raises the signal again.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[sock])
 
 
 def _serve(args: argparse.Namespace) -> None:
     from graph.app import create_app
 
-    settings = Settings()
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if args.dev:
         overrides["auth_dev_token"] = True
-    settings = settings.model_copy(update=overrides)
-    configure_logging(settings.log_level, settings.log_format)
+    configured = read_settings().model_copy(update=overrides)
+    # Every check before the first line is written: a service that cannot start says so
+    # in one line, and never announces a token or a start first.
+    sock = listening_socket(configured.host, configured.port)
+    # PORT=0 binds a free port, which the embedded simulator's address must name.
+    configured = configured.model_copy(update={"port": sock.getsockname()[1]})
+    asyncio.run(check_database(configured.database_url, schema=True))
+    configure_logging(configured.log_level, configured.log_format)
     # httpx logs every upstream request at INFO: one line per SOAP call drowns the rest.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
-    upstream = "the embedded simulator" if settings.uses_simulator else settings.upstream_url
-    logging.getLogger("provgraph").info("upstream: %s", upstream)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,  # configure_logging's, for uvicorn's own lines too
-        access_log=False,  # graph.middleware writes one line per request, with its id
-        ws_max_size=settings.max_body_bytes,  # a WebSocket message is bounded like a body
+    try:
+        app = create_app(configured)
+    except ValueError as error:
+        raise StartupProblem(str(error)) from None
+    log = logging.getLogger("provgraph")
+    upstream = "the embedded simulator" if configured.uses_simulator else configured.upstream_url
+    log.info("upstream: %s", upstream)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level=configured.log_level,
+            log_config=None,  # configure_logging's, for uvicorn's own lines too
+            access_log=False,  # graph.middleware writes one line per request, with its id
+            ws_max_size=configured.max_body_bytes,  # a WebSocket message is bounded too
+        )
     )
+    log.info("listening on %s", _address(sock))
+    _run(server, sock)
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)  # uvicorn has logged why
 
 
 def _simulate(args: argparse.Namespace) -> None:
@@ -42,20 +75,22 @@ def _simulate(args: argparse.Namespace) -> None:
     from soap.simulator.fleet import Fleet
     from soap.simulator.server import Simulator
 
-    simulator = Simulator(Fleet(seed=args.seed))
+    sock = listening_socket(args.host, args.port)
+    simulator = Simulator(Fleet(seed=args.seed), control=True)
     simulator.state.knobs.latency_s = args.latency_ms / 1000
     app = Starlette(routes=[Mount(SIMULATOR_MOUNT, app=simulator.app)])
-    print(f"UWS_BASE_URL=http://{args.host}:{args.port}{SIMULATOR_MOUNT}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    print(f"UWS_BASE_URL={_address(sock)}{SIMULATOR_MOUNT}", flush=True)
+    _run(uvicorn.Server(uvicorn.Config(app, log_level="warning")), sock)
 
 
 def _migrate(args: argparse.Namespace) -> None:
-    import asyncio
-
     from resolvers.database import create_engine, migrate
 
+    url = read_settings().database_url
+
     async def run() -> None:
-        engine = create_engine(Settings().database_url)
+        await check_database(url, schema=False)
+        engine = create_engine(url)
         try:
             await migrate(engine)
         finally:
@@ -95,4 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     export.set_defaults(run=_schema)
     add_token_commands(commands)
     args = parser.parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except StartupProblem as problem:
+        raise SystemExit(f"provgraph {args.command}: {problem}") from None

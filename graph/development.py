@@ -1,53 +1,127 @@
-"""The development token of ``make serve`` (``AUTH_DEV_TOKEN``): kept in a file beside
-the SQLite database, printed at start, and prefilled into GraphiQL; loopback only."""
+"""Local development: which requests count as made on this host, and the development
+token of ``make serve`` (``AUTH_DEV_TOKEN``), printed at start and prefilled into GraphiQL.
 
+A request is local when it comes from a loopback peer, names a loopback ``Host``, carries
+no header a proxy adds, and no page of another origin sent it. A loopback peer alone
+proves nothing: a reverse proxy or a tunnel on this host, or a web page whose name was
+rebound to 127.0.0.1 (DNS rebinding), also connect from loopback. Only local requests
+get the development token in GraphiQL's page and may use it, and only they are let in
+when ``AUTH_DISABLED`` switches authentication off.
+"""
+
+import ipaddress
 import json
 import logging
-from pathlib import Path
+from urllib.parse import urlsplit
 
-from sqlalchemy.engine import make_url
+from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 
-from graph.auth import is_local, is_loopback
 from graph.settings import Settings
-from resolvers.tokens import TokenStore
 
 log = logging.getLogger(__name__)
 
-TOKEN_FILE = ".provgraph-dev-token"
+_FORWARDING = frozenset(
+    (
+        "forwarded",
+        "via",
+        "x-real-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "x-original-forwarded-for",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+    )
+)
+"""Headers that proxies add (with every ``X-Forwarded-*``): their presence means a
+proxy relayed the request, whoever its client was."""
+_SAME_ORIGIN_FETCH = frozenset(("same-origin", "none"))
+"""``Sec-Fetch-Site`` values of a page of this origin, or of an address typed by hand."""
 
 
-def token_file(settings: Settings) -> Path:
-    """Beside the SQLite database, so that each database keeps its own token."""
-    url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and url.database:
-        return Path(url.database).parent / TOKEN_FILE
-    return Path(TOKEN_FILE)
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
-async def development_token(settings: Settings, tokens: TokenStore) -> str | None:
-    """The development token (``AUTH_DEV_TOKEN``), announced on the console."""
+def _loopback_authority(authority: str) -> bool:
+    """Whether a ``Host`` value (``localhost:8000``, ``[::1]:8000``, ...) names loopback."""
+    if not authority or any(c in authority for c in "@/\\?# "):
+        return False
+    try:
+        parts = urlsplit(f"//{authority}")
+        hostname, _ = parts.hostname, parts.port  # .port raises on one that is not a port
+    except ValueError:
+        return False
+    return hostname is not None and is_loopback(hostname)
+
+
+def _forwarded(headers: Headers) -> bool:
+    return any(name in _FORWARDING or name.startswith("x-forwarded-") for name in headers)
+
+
+def _same_origin(headers: Headers, authority: str) -> bool:
+    """Whether no page of another origin sent the request (browsers say which did)."""
+    fetch_site = headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site.lower() not in _SAME_ORIGIN_FETCH:
+        return False
+    origin = headers.get("origin")
+    if origin is None:
+        return True  # not sent by a script of some page: curl, a typed address
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc.lower() == authority.lower()
+
+
+def client_address(connection: HTTPConnection) -> str:
+    """The TCP peer's address: what counts callers without a credential, and refusals."""
+    return connection.client.host if connection.client else "unknown"
+
+
+def is_local(connection: HTTPConnection) -> bool:
+    """Whether the request (or WebSocket upgrade) was made on this host, directly: from a
+    loopback peer to a loopback ``Host``, through no proxy, from no other origin's page."""
+    client, server = connection.scope.get("client"), connection.scope.get("server")
+    if not (client and server and is_loopback(str(client[0])) and is_loopback(str(server[0]))):
+        return False
+    headers = connection.headers
+    authority = headers.get("host", "")
+    return (
+        _loopback_authority(authority)
+        and not _forwarded(headers)
+        and _same_origin(headers, authority)
+    )
+
+
+def wants_development_token(settings: Settings) -> bool:
+    """Whether this process makes a development token (``AUTH_DEV_TOKEN``, loopback HOST)."""
     if not settings.auth_dev_token:
-        return None
+        return False
     if not is_loopback(settings.host):
         log.warning("no development token: HOST %s is not a loopback address", settings.host)
-        return None
-    path = token_file(settings)
-    issued = await tokens.development(path)
+        return False
+    return True
+
+
+def announce(token: str) -> None:
     # Printed, not logged: log lines are collected and kept elsewhere; this one is for
     # the developer at the console only.
     print(
-        f"\n  Development token (every scope, every organization; kept in {path}):"
-        f"\n  Authorization: Bearer {issued.secret}\n",
+        "\n  Development token (every scope, every organization; valid for this process"
+        " only, for requests made on this host):"
+        f"\n  Authorization: Bearer {token}\n",
         flush=True,
     )
-    return issued.secret
 
 
 def graphiql_page(connection: HTTPConnection, page: str) -> str:
     """Strawberry's GraphiQL page, its headers editor prefilled with the development
-    token where there is one and the browser is on this host."""
-    token: str | None = connection.app.state.services.development_token
+    token where there is one and the request is local."""
+    token: str | None = connection.app.state.services.authenticator.development_token
     if token is None or not is_local(connection):
         return page
     anchor = "React.useState(parameters.headers)"

@@ -4,10 +4,17 @@
     GET /exports/provisioning-report.csv?jobId=<the job's id>   (or the report's parameters)
 
 Parameters are named like the GraphQL arguments; list parameters repeat (eventTypes=a&
-eventTypes=b). Files are RFC 4180 (CRLF, quotes doubled) with a header row. Input errors
-answer 400, an unknown device 404, upstream trouble before the first byte 502 or 504, all
-as JSON. Upstream trouble after the first byte aborts the transfer without its final
-chunk, so no client takes a cut-off file for a whole one.
+eventTypes=b). Files are RFC 4180 (CRLF, quotes doubled) with a header row. Errors have
+the service's one error shape (JSON): input errors answer 400 BAD_USER_INPUT, an unknown
+device 404, upstream trouble before the first byte 502 or 504. Upstream trouble after the
+first byte aborts the transfer without its final chunk, so no client takes a cut-off file
+for a whole one.
+
+A report is an aggregate, computed whole before its first byte. When no device of it could
+be read, it is an error like the history's (404, 502 or 504, the devices listed in
+``extensions.failures``). When some could not, the answer is 200 with the header
+``X-Report-Failures: <devices failed>`` (0 for a complete report) and, after the rows, one
+row per failed device: ``#failure,<KIND>:<identifier>,<code>,<message>``.
 """
 
 import csv
@@ -17,24 +24,40 @@ from typing import Any
 
 from graphql import GraphQLError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from graph.auth import principal_of
 from graph.context import Services
 from graph.devices import DeviceIdentifierKind, identifier_record
+from graph.errors import BAD_USER_INPUT
 from graph.history import range_error
 from graph.logs import current_request
+from graph.middleware import error_response
 from graph.permissions import FORBIDDEN
-from graph.reports import job_id_of
+from graph.reports import TIME_ZONE_EXPECTED, job_id_of
 from models.devices import DeviceIdentifier as IdentifierRecord
 from models.events import ProvisioningEvent
 from models.instants import InvalidInstant, format_api_instant, parse_instant
+from models.principal import HISTORY_READ, REPORTS_READ
 from resolvers.history import HistoryPager, matcher
-from resolvers.reports import Progress, report_json, request_json, run_report, spec_json
+from resolvers.reports import (
+    BUCKETS,
+    DIMENSIONS,
+    Progress,
+    ReportSpec,
+    report_json,
+    request_json,
+    run_report,
+    spec_json,
+    time_zone,
+)
 from resolvers.upstream import Cost
 from soap.contract import DEVICE_NOT_FOUND
 from soap.errors import UpstreamError, UpstreamFault, UpstreamTimeout
 
+NOT_FOUND = "NOT_FOUND"
+FAILURES_HEADER = "X-Report-Failures"
+FAILURE_MARK = "#failure"
 HISTORY_COLUMNS = [
     "occurredAt",
     "eventType",
@@ -54,8 +77,8 @@ _DIMENSION_COLUMNS = {
 }
 
 
-class BadParameter(ValueError):
-    pass
+class BadParameter(Exception):
+    """A query parameter that cannot be used; the message names it, in our words."""
 
 
 def _csv(rows: Iterable[list[Any]]) -> str:
@@ -70,46 +93,48 @@ def _serving(export: str) -> None:
         info.export = export
 
 
-def _error(status: int, message: str, code: str) -> JSONResponse:
-    if (info := current_request()) is not None:
-        info.outcome = code
-    return JSONResponse({"error": message, "code": code}, status_code=status)
-
-
-def _forbidden(request: Request, scope: str) -> JSONResponse | None:
+def _forbidden(request: Request, scope: str) -> Response | None:
     """403 unless the caller's credential carries ``scope``; checked before any work."""
     if scope in principal_of(request).scopes:
         return None
-    return _error(403, f"This needs the {scope} scope.", FORBIDDEN)
+    return error_response(403, f"This needs the {scope} scope.", FORBIDDEN)
 
 
-def _upstream_error(error: UpstreamError) -> JSONResponse:
+def _upstream_error(error: UpstreamError) -> Response:
     if isinstance(error, UpstreamFault) and error.code == DEVICE_NOT_FOUND:
-        return _error(404, "The upstream does not know this device.", "NOT_FOUND")
+        return error_response(404, "The upstream does not know this device.", NOT_FOUND)
     status = 504 if isinstance(error, UpstreamTimeout) else 502
-    return _error(status, str(error), error.category)
+    return error_response(status, str(error), error.category)
 
 
 def _instant(request: Request, name: str, default: int | None = None) -> int:
     value = request.query_params.get(name)
     if value is None:
         if default is None:
-            raise BadParameter(f"{name} is required")
+            raise BadParameter(f"{name} is required.")
         return default
     try:
         return parse_instant(value)
     except InvalidInstant:
-        raise BadParameter(f"{name} is not an ISO-8601 date-time") from None
+        raise BadParameter(f"{name} is not an ISO-8601 date-time.") from None
 
 
-def _device(kind: str, identifier: str) -> IdentifierRecord:
+_KINDS = {kind.name: kind for kind in DeviceIdentifierKind}
+_KIND_NAMES = ", ".join(_KINDS)
+
+
+def _device(
+    kind: str, identifier: str, kind_param: str = "kind", identifier_param: str = "identifier"
+) -> IdentifierRecord:
+    """The device named; errors name the parameters it came from as the callers say."""
+    # Only ASCII: str.upper() turns some other letters into ASCII ones (a dotless i into I).
+    found = _KINDS.get(kind.upper()) if kind.isascii() else None
+    if found is None:
+        raise BadParameter(f"{kind_param} must be one of {_KIND_NAMES}.")
     try:
-        return identifier_record(DeviceIdentifierKind[kind.upper()], identifier)
-    except KeyError:
-        kinds = ", ".join(k.name for k in DeviceIdentifierKind)
-        raise BadParameter(f"kind must be one of {kinds}") from None
-    except GraphQLError as error:
-        raise BadParameter(error.message) from None
+        return identifier_record(found, identifier)
+    except GraphQLError as error:  # the identifier's expected format, in our words
+        raise BadParameter(f"{identifier_param}: {error.message}") from None
 
 
 def _filter(request: Request) -> list[list[str] | None] | None:
@@ -135,7 +160,7 @@ def _event_row(event: ProvisioningEvent) -> list[Any]:
 
 async def history_csv(request: Request) -> Response:
     _serving("provisioningHistoryCsv")
-    if refusal := _forbidden(request, "history:read"):
+    if refusal := _forbidden(request, HISTORY_READ):
         return refusal
     services: Services = request.app.state.services
     try:
@@ -148,7 +173,7 @@ async def history_csv(request: Request) -> Response:
             raise BadParameter(problem[1])
         matches, _ = matcher(*(_filter(request) or [None, None, None]))
     except BadParameter as error:
-        return _error(400, str(error), "BAD_USER_INPUT")
+        return error_response(400, str(error), BAD_USER_INPUT)
     pager = HistoryPager(services.upstream.history(Cost(), keep=False), device, earliest, latest)
     windows = aiter(pager.windows())
     try:
@@ -171,63 +196,94 @@ async def history_csv(request: Request) -> Response:
     )
 
 
+def _report_spec(request: Request, max_devices: int) -> ReportSpec:
+    """The report the query parameters ask for; BadParameter for the first one unusable."""
+    params = request.query_params
+    named = params.getlist("devices")
+    if not named:
+        raise BadParameter("devices is required: kind:identifier, repeated for each device.")
+    if len(named) > max_devices:
+        raise BadParameter(f"devices: at most {max_devices} devices a report.")
+    devices = []
+    for position, value in enumerate(named, start=1):
+        kind, colon, identifier = value.partition(":")
+        if not colon:
+            raise BadParameter(f"devices #{position} is not kind:identifier.")
+        devices.append(
+            _device(kind, identifier, f"The kind in devices #{position}", f"devices #{position}")
+        )
+    group_by = list(dict.fromkeys(params.getlist("groupBy") or ["EVENT_TYPE"]))
+    if any(g not in DIMENSIONS for g in group_by):
+        raise BadParameter(f"groupBy must be among {', '.join(DIMENSIONS)}.")
+    bucket = params.get("bucket")
+    if bucket is not None and bucket not in BUCKETS:
+        raise BadParameter(f"bucket must be one of {', '.join(BUCKETS)}.")
+    zone = params.get("timeZone", "UTC")
+    if time_zone(zone) is None:
+        raise BadParameter(TIME_ZONE_EXPECTED)
+    earliest = _instant(request, "occurredAfter")
+    latest = _instant(request, "occurredBefore")
+    if problem := range_error(earliest, latest):
+        raise BadParameter(problem[1])
+    return spec_json(
+        request_json(devices, earliest, latest, group_by, bucket, zone, _filter(request))
+    )
+
+
+def _device_label(device: dict[str, str]) -> str:
+    return f"{device['kind'].upper()}:{device['identifier']}"
+
+
+def _failed_report(failures: list[dict[str, Any]]) -> Response:
+    """The error for a report none of whose devices could be read: 404 when the upstream
+    knows none of them, 504 when every read timed out, else 502."""
+    codes = {f["code"] for f in failures}
+    listed = [
+        {"device": _device_label(f["device"]), "code": f["code"], "message": f["message"]}
+        for f in failures
+    ]
+    if codes == {DEVICE_NOT_FOUND}:
+        message = "The upstream knows none of the report's devices."
+        return error_response(404, message, NOT_FOUND, failures=listed)
+    message = f"No device of the report could be read ({len(failures)} failed)."
+    if codes == {UpstreamTimeout.category}:
+        return error_response(504, message, UpstreamTimeout.category, failures=listed)
+    # A failure's code is an upstream error category, or the upstream's own fault code.
+    categories = {c if c.startswith("UPSTREAM_") else UpstreamFault.category for c in codes}
+    code = categories.pop() if len(categories) == 1 else UpstreamError.category
+    return error_response(502, message, code, failures=listed)
+
+
 async def report_csv(request: Request) -> Response:
     _serving("provisioningReportCsv")
-    if refusal := _forbidden(request, "reports:read"):
+    if refusal := _forbidden(request, REPORTS_READ):
         return refusal
     services: Services = request.app.state.services
     job_id = request.query_params.get("jobId")
     if job_id is not None:
         try:
             raw_id = job_id_of(job_id)
-        except GraphQLError as error:
-            return _error(400, error.message, "BAD_USER_INPUT")
+        except GraphQLError:  # not a global id at all
+            return error_response(400, "jobId is not a report job's id.", BAD_USER_INPUT)
         caller = principal_of(request)
         job = await services.jobs.get(raw_id, caller.subject) if raw_id else None
         if job is None:
-            return _error(404, "No such report job.", "NOT_FOUND")
+            return error_response(404, "No such report job.", NOT_FOUND)
         if job.result is None:
-            return _error(409, f"The job is {job.state}, not finished.", "NOT_READY")
+            return error_response(409, f"The job is {job.state}, not finished.", "NOT_READY")
         document, group_by, bucket = job.result, job.request["groupBy"], job.request["bucket"]
     else:
         try:
-            named = request.query_params.getlist("devices")
-            if len(named) > services.settings.report_max_devices:
-                raise BadParameter(
-                    f"At most {services.settings.report_max_devices} devices a report."
-                )
-            devices = []
-            for value in named:
-                kind, _, identifier = value.partition(":")
-                devices.append(_device(kind, identifier))
-            if not devices:
-                raise BadParameter("devices is required, as kind:identifier, repeated")
-            group_by = request.query_params.getlist("groupBy") or ["EVENT_TYPE"]
-            if any(g not in _DIMENSION_COLUMNS for g in group_by):
-                raise BadParameter(f"groupBy must be among {', '.join(_DIMENSION_COLUMNS)}")
-            bucket = request.query_params.get("bucket")
-            if bucket not in (None, "HOUR", "DAY", "WEEK", "MONTH"):
-                raise BadParameter("bucket must be HOUR, DAY, WEEK or MONTH")
-            earliest = _instant(request, "occurredAfter")
-            latest = _instant(request, "occurredBefore")
-            if problem := range_error(earliest, latest):
-                raise BadParameter(problem[1])
-            spec_request = request_json(
-                devices,
-                earliest,
-                latest,
-                group_by,
-                bucket,
-                request.query_params.get("timeZone", "UTC"),
-                _filter(request),
-            )
-            spec = spec_json(spec_request)
-        except (BadParameter, ValueError, KeyError) as error:
-            return _error(400, str(error), "BAD_USER_INPUT")
+            spec = _report_spec(request, services.settings.report_max_devices)
+        except BadParameter as error:
+            return error_response(400, str(error), BAD_USER_INPUT)
         report = await run_report(
             services.upstream, spec, Progress(), services.settings.upstream_concurrency
         )
-        document = report_json(report, spec)
+        document, group_by, bucket = report_json(report, spec), spec.group_by, spec.bucket
+    failures = document["failures"]
+    if failures and not document["devicesScanned"]:
+        return _failed_report(failures)
     columns = [_DIMENSION_COLUMNS[g] for g in group_by]
     header = (
         columns
@@ -238,10 +294,7 @@ async def report_csv(request: Request) -> Response:
     def line(row: dict[str, Any]) -> list[Any]:
         key = row["key"]
         values = [
-            f"{key['device']['kind'].upper()}:{key['device']['identifier']}"
-            if c == "device"
-            else key.get(c) or ""
-            for c in columns
+            _device_label(key["device"]) if c == "device" else key.get(c) or "" for c in columns
         ]
         if bucket:
             values.append(format_api_instant(key["bucketStart"]))
@@ -255,9 +308,16 @@ async def report_csv(request: Request) -> Response:
     async def body() -> AsyncIterator[str]:
         yield _csv([header])
         yield _csv(line(row) for row in document["rows"])
+        # Last, and marked, so that a reader that skips '#' rows reads the rows alone.
+        yield _csv(
+            [FAILURE_MARK, _device_label(f["device"]), f["code"], f["message"]] for f in failures
+        )
 
     return StreamingResponse(
         body(),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="provisioning-report.csv"'},
+        headers={
+            "Content-Disposition": 'attachment; filename="provisioning-report.csv"',
+            FAILURES_HEADER: str(len(failures)),
+        },
     )

@@ -4,27 +4,112 @@ Strawberry's view answers everything as ``application/json``. A client that acce
 ``application/graphql-response+json`` gets that type instead, and then a request the
 server could not execute at all (unparsable, invalid, bad variables) comes back as 400
 without a ``data`` entry, as the spec asks.
+
+Bodies, GET parameters and WebSocket messages are read strictly before anything runs:
+UTF-8, JSON nested at most MAX_JSON_DEPTH deep, no NUL or lone surrogate in any string
+(the document's literals included); over HTTP anything else is a 400 BAD_USER_INPUT.
+A subscription over plain HTTP is one too: subscriptions need a WebSocket.
 """
 
+import json
+from collections.abc import Iterable
 from typing import Any
 
+from cross_web import HTTPException
+from graphql import GraphQLSyntaxError, Lexer, Source, TokenKind
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.http.types import QueryParams
 from strawberry.schema.base import BaseSchema
-from strawberry.subscriptions.protocols.graphql_ws.handlers import (
-    BaseGraphQLWSHandler,
-)
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from graph.auth import authenticate_connection_init, principal_of, upgrade_principal
 from graph.context import Context, context_for
 from graph.development import graphiql_page
+from graph.sockets import LegacyHandler, TransportHandler
+from models.principal import ANONYMOUS
+from models.text import UNSTORABLE_RULE, storable
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
+MAX_JSON_DEPTH = 32
+"""How deep the JSON of a request or WebSocket message may nest. Our deepest input sits 5
+levels below the body; json.loads recurses in C and graphql-core in Python, so text
+nested thousands deep would otherwise end in a RecursionError, a masked 500."""
+
+_UNSTORABLE_MESSAGE = f"text {UNSTORABLE_RULE}"
+
+
+class _RefusedJson(json.JSONDecodeError):
+    """JSON that parses but that no operation may carry; ``msg`` says why, in our words."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "", 0)
+
+
+def _document_has_nul(query: str) -> bool:
+    """Whether a string literal of a GraphQL document holds NUL (e.g. written "\\u0000")."""
+    lexer = Lexer(Source(query))
+    try:
+        while (token := lexer.advance()).kind is not TokenKind.EOF:
+            if token.kind in (TokenKind.STRING, TokenKind.BLOCK_STRING) and "\x00" in (
+                token.value or ""
+            ):
+                return True
+    except GraphQLSyntaxError:
+        pass  # the parser reports it, in its words
+    return False
+
+
+def _read_json(data: str | bytes) -> object:
+    """JSON text as the API accepts it: UTF-8, at most MAX_JSON_DEPTH deep, and no string
+    (key, value, or literal of the GraphQL document under "query") holding what no input
+    can store or send on. _RefusedJson otherwise; json.JSONDecodeError for broken JSON."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _RefusedJson("The request body is not UTF-8 text.") from None
+    too_deep = f"The request's JSON is nested more than {MAX_JSON_DEPTH} levels deep."
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise _RefusedJson(too_deep) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # Python reads integers of at most 4,300 digits
+        raise _RefusedJson("The request's JSON holds a number too long to read.") from None
+    stack: list[tuple[object, tuple[str | int, ...]]] = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            _check_text(item, path)
+        elif isinstance(item, dict | list):
+            if len(path) >= MAX_JSON_DEPTH:
+                raise _RefusedJson(too_deep)
+            members = item.items() if isinstance(item, dict) else enumerate(item)
+            for name, member in members:
+                if isinstance(name, str) and not storable(name):
+                    raise _RefusedJson(f"A key in {_where(path)}: {_UNSTORABLE_MESSAGE}")
+                stack.append((member, (*path, name)))
+    return value
+
+
+def _check_text(text: str, path: tuple[str | int, ...]) -> None:
+    """_RefusedJson for text that no input can take; ``path`` names where it was found, and
+    text under "query" is a GraphQL document, whose literals are read as well."""
+    if not storable(text) or (
+        path[-1:] == ("query",) and "\\u" in text and _document_has_nul(text)
+    ):
+        raise _RefusedJson(f"{_where(path)}: {_UNSTORABLE_MESSAGE}")
+
+
+def _where(path: tuple[str | int, ...]) -> str:
+    return ".".join(str(part) for part in path) or "the JSON"
 
 
 def _accepts_graphql_response(accept: str) -> bool:
@@ -51,11 +136,12 @@ def _accepts_graphql_response(accept: str) -> bool:
     return False
 
 
-class _AnyOperation:
-    """The schema as the legacy graphql-ws handler sees it: able to run every operation.
+class _OverPlainHttp:
+    """The schema as a plain JSON request sees it: no subscriptions.
 
-    Strawberry runs only subscriptions over graphql-ws; the protocol (and clients that
-    still speak it) send queries and mutations too, as over graphql-transport-ws.
+    Strawberry lets a subscription through to graphql-core's execute, which resolves its
+    root field as a query's and fails on the stream it gets: a masked error. No streaming
+    HTTP protocol is enabled, so a subscription needs a WebSocket.
     """
 
     def __init__(self, schema: BaseSchema) -> None:
@@ -64,15 +150,20 @@ class _AnyOperation:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._schema, name)
 
-    async def subscribe(self, query: str | None, **options: Any) -> Any:
-        return await self._schema.stream(
-            query, allowed_operation_types=tuple(OperationType), **options
-        )
-
-
-class _LegacyHandler(BaseGraphQLWSHandler):
-    def __init__(self, *, schema: BaseSchema, **options: Any) -> None:
-        super().__init__(schema=_AnyOperation(schema), **options)  # type: ignore[arg-type]
+    async def execute(
+        self, query: str | None, allowed_operation_types: Iterable[OperationType], **options: Any
+    ) -> Any:
+        allowed = set(allowed_operation_types) - {OperationType.SUBSCRIPTION}
+        try:
+            return await self._schema.execute(query, allowed_operation_types=allowed, **options)
+        except InvalidOperationTypeError as error:
+            if error.operation_type is not OperationType.SUBSCRIPTION:
+                raise
+            raise HTTPException(
+                400,
+                "Subscriptions run over a WebSocket at /graphql "
+                "(graphql-transport-ws or graphql-ws), not over plain HTTP.",
+            ) from None
 
 
 class _SubResponse(Response):
@@ -80,19 +171,58 @@ class _SubResponse(Response):
 
 
 class GraphQLApp(GraphQL):
-    graphql_ws_handler_class = _LegacyHandler
+    graphql_transport_ws_handler_class = TransportHandler
+    graphql_ws_handler_class = LegacyHandler
+
+    def __init__(self, schema: BaseSchema, **options: Any) -> None:
+        super().__init__(_OverPlainHttp(schema), **options)  # type: ignore[arg-type]
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         if isinstance(request, WebSocket):
-            return context_for(request, await upgrade_principal(request))
+            context = context_for(request, await upgrade_principal(request))
+            if context.principal is not ANONYMOUS:
+                context.authorization = request.headers.get("authorization")
+            return context
         return context_for(request, principal_of(request))
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         await authenticate_connection_init(context)
+        # A handshake counts against its credential's rate limit, as a request does.
+        await context.services.rate_limits.check_request(context.principal)
         return UNSET
 
+    def decode_json(self, data: str | bytes) -> object:
+        # Request bodies, GET variables and WebSocket messages alike. Over a WebSocket a
+        # refusal is an invalid message: graphql-transport-ws closes with 4400.
+        return _read_json(data)
+
+    def parse_query_params(self, params: QueryParams) -> dict[str, Any]:
+        # GET: variables and extensions go through parse_json; the document and the
+        # operation name are plain parameters.
+        data = super().parse_query_params(params)
+        for name in ("query", "operationName"):
+            if isinstance(value := data.get(name), str):
+                try:
+                    _check_text(value, (name,))
+                except _RefusedJson as error:
+                    raise HTTPException(400, error.msg) from None
+        return data
+
+    def parse_json(self, data: str | bytes) -> Any:
+        try:
+            return self.decode_json(data)
+        except _RefusedJson as error:
+            raise HTTPException(400, error.msg) from None
+        except json.JSONDecodeError as error:
+            raise HTTPException(
+                400, f"The request is not valid JSON (line {error.lineno}, column {error.colno})."
+            ) from None
+
     async def render_graphql_ide(self, request: Request) -> Response:
-        return HTMLResponse(graphiql_page(request, self.graphql_ide_html))
+        # The page may carry the development token: no cache, shared or private, keeps it.
+        return HTMLResponse(
+            graphiql_page(request, self.graphql_ide_html), headers={"cache-control": "no-store"}
+        )
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         sub_response = _SubResponse()

@@ -1,8 +1,10 @@
 """HTTP middleware: request ids and the access log, masked crashes, body size, deadline.
 
-Refusals made here answer in the shape of a GraphQL error, whatever the path, so that
-clients read every error the same way:
+Every HTTP error the service writes, whatever the path, has the shape of a GraphQL
+error, so that clients read every error the same way:
 ``{"errors": [{"message": ..., "extensions": {"code": ..., "requestId": ...}}]}``.
+Ours are made by ``error_body``; the plain-text ones Starlette, Strawberry and the CORS
+middleware write are rewritten into it by ``ErrorShape``.
 """
 
 import asyncio
@@ -11,11 +13,14 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from graph.errors import BAD_USER_INPUT
 from graph.logs import RequestInfo, current_request, enter_request, leave_request
 from resolvers.metrics import REQUESTS
 from soap.errors import UpstreamError
@@ -36,14 +41,33 @@ def route_path(scope: Scope) -> str:
     return str(scope["path"]).removeprefix(scope.get("root_path", ""))
 
 
-def error_body(message: str, code: str) -> bytes:
-    """A GraphQL-shaped error, with the current request's id; records the outcome."""
-    extensions = {"code": code}
+def error_body(message: str, code: str, **details: object) -> bytes:
+    """A GraphQL-shaped error, with the current request's id; records the outcome.
+
+    ``details`` go into ``extensions`` beside the code.
+    """
+    extensions: dict[str, object] = {"code": code, **details}
     info = current_request()
     if info is not None:
         extensions["requestId"] = info.id
         info.outcome = code
     return json.dumps({"errors": [{"message": message, "extensions": extensions}]}).encode()
+
+
+def error_response(
+    status: int,
+    message: str,
+    code: str,
+    headers: Mapping[str, str] | None = None,
+    **details: object,
+) -> Response:
+    """``error_body`` as a response, for routes and the middleware that have one to return."""
+    return Response(
+        error_body(message, code, **details),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 async def send_error(
@@ -91,6 +115,8 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         info = RequestInfo(_request_id(scope))
+        # Decided now: a Mount below moves the scope's root_path as it routes.
+        level = logging.DEBUG if route_path(scope).startswith(self.quiet) else logging.INFO
         token = enter_request(info)
         started = time.perf_counter()
         status: int | None = None
@@ -100,7 +126,7 @@ class RequestContext:
             nonlocal logged
             if not logged:
                 logged = True
-                self._served(scope, info, status, time.perf_counter() - started)
+                self._served(scope, info, status, time.perf_counter() - started, level)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -133,7 +159,9 @@ class RequestContext:
             finish()
             leave_request(token)
 
-    def _served(self, scope: Scope, info: RequestInfo, status: int | None, seconds: float) -> None:
+    def _served(
+        self, scope: Scope, info: RequestInfo, status: int | None, seconds: float, level: int
+    ) -> None:
         method = scope.get("method", "WEBSOCKET")
         fields: dict[str, object] = {
             "method": method,
@@ -145,12 +173,64 @@ class RequestContext:
             fields["operation"] = info.operation
         if info.outcome is not None:
             fields["outcome"] = info.outcome
-        level = logging.DEBUG if route_path(scope).startswith(self.quiet) else logging.INFO
         access.log(
             level, "%s %s %s %.1f ms", method, scope["path"], status, seconds * 1000, extra=fields
         )
         if info.export is not None:
             REQUESTS.labels(info.export, info.outcome or "ok").inc()
+
+
+def framework_code(status: int) -> str:
+    """The code of an error a framework wrote with only a status to go by."""
+    if status == 400:
+        return BAD_USER_INPUT  # as for every input we refuse ourselves
+    try:
+        return HTTPStatus(status).name
+    except ValueError:
+        return "HTTP_ERROR"
+
+
+class ErrorShape:
+    """Rewrites the plain-text errors the frameworks write into the one error shape:
+    Starlette's 404 and 405 for paths and methods no route serves, Strawberry's 400s for
+    a request it cannot read, the CORS middleware's 400 for a refused preflight. Their
+    text becomes the message and their status names the code; other headers stay."""
+
+    def __init__(self, app: ASGIApp, exempt: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.exempt = exempt
+        """Path prefixes answered as they are (the embedded simulator plays another service)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or route_path(scope).startswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        held: Message | None = None
+        text = bytearray()
+
+        async def shaping_send(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start":
+                content_type = Headers(raw=message.get("headers", [])).get("content-type", "")
+                if message["status"] >= 400 and content_type.startswith("text/plain"):
+                    held = message
+                    return
+            elif message["type"] == "http.response.body" and held is not None:
+                text.extend(message.get("body", b""))
+                if message.get("more_body", False):
+                    return
+                status = held["status"]
+                message_text = text.decode(errors="replace").strip()
+                body = error_body(message_text or HTTPStatus(status).phrase, framework_code(status))
+                headers = MutableHeaders(raw=list(held.get("headers", [])))
+                headers["content-type"] = "application/json"
+                headers["content-length"] = str(len(body))
+                await send({**held, "headers": headers.raw})
+                await send({"type": "http.response.body", "body": body})
+                return
+            await send(message)
+
+        await self.app(scope, receive, shaping_send)
 
 
 class BodyLimit:

@@ -18,7 +18,7 @@ from strawberry.types.graphql import OperationType
 from graph.errors import _extensions as typed_extensions
 from graph.limits import QUERY_TOO_COMPLEX, parse_refused
 from graph.logs import current_request
-from graph.middleware import DEADLINE_EXCEEDED, INTERNAL_SERVER_ERROR, UNEXPECTED, error_body
+from graph.middleware import DEADLINE_EXCEEDED, INTERNAL_SERVER_ERROR, UNEXPECTED, error_response
 from resolvers.metrics import OPEN_SUBSCRIPTIONS, REQUESTS
 
 GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
@@ -153,10 +153,10 @@ async def metrics(request: Request) -> Response:
         expected = f"Bearer {token.get_secret_value()}".encode()
         given = request.headers.get("authorization", "").encode()
         if not hmac.compare_digest(given, expected):
-            return Response(
-                error_body("GET /metrics needs its bearer token.", "UNAUTHENTICATED"),
-                status_code=401,
-                media_type="application/json",
+            return error_response(
+                401,
+                "GET /metrics needs its bearer token.",
+                "UNAUTHENTICATED",
                 headers={"www-authenticate": "Bearer"},
             )
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -32,10 +32,11 @@ class Settings(BaseSettings):
     )
     cache_url: str = Field(default="memory://", description="memory:// or redis://host:port/db")
     broker_url: str = Field(default="memory://", description="memory:// or redis://host:port/db")
-    cache_max_events: int = Field(
-        default=200_000,
-        ge=1,
-        description="Bound of the in-process cache, in events and devices held (LRU).",
+    cache_max_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Bound of the in-process cache in bytes of memory held (an estimate; "
+        "least recently used entries go first). 128 MiB holds about 250,000 events.",
     )
     cache_settle_s: float = Field(
         default=3600.0,
@@ -108,11 +109,13 @@ class Settings(BaseSettings):
         gt=0,
         description="How long an open circuit refuses calls before one probe goes through.",
     )
-    upstream_calls_per_second: float = Field(
-        default=100.0,
+    upstream_calls_per_second: float | None = Field(
+        default=None,
         gt=0,
         description="Upstream calls started per second at most, for the whole process "
-        "(retries included; bursts up to one second's worth).",
+        "(retries included; bursts up to one second's worth), for a UWS account with a "
+        "contracted call rate. Unset: no cap beyond UPSTREAM_CONCURRENCY, so that the "
+        "default never makes the service slower than its own concurrency allows.",
     )
     cache_stale_for_s: float = Field(
         default=3600.0,
@@ -123,14 +126,16 @@ class Settings(BaseSettings):
     auth_disabled: bool = Field(
         default=False,
         description="Switches authentication off: every caller may do everything. Only on "
-        "a loopback HOST (startup fails otherwise), and only for connections to loopback.",
+        "a loopback HOST (startup fails otherwise), and only for requests made on this "
+        "host (loopback Host, no proxy headers, no other origin); others get 401.",
     )
     auth_dev_token: bool = Field(
         default=False,
-        description="On a loopback HOST: keep a development token (every scope, every "
-        "organization) in .provgraph-dev-token (mode 0600, beside the SQLite database), "
-        "print it at start and prefill GraphiQL with it. `provgraph serve --dev` (make "
-        "serve) sets it.",
+        description="On a loopback HOST: make a development token (every scope, every "
+        "organization) at start, print it and prefill GraphiQL with it; it lives in this "
+        "process's memory only and works only for requests made on this host (loopback "
+        "Host, no proxy headers, no other origin). `provgraph serve --dev` (make serve) "
+        "sets it.",
     )
     auth_jwt_issuer: str | None = Field(
         default=None,
@@ -184,7 +189,9 @@ class Settings(BaseSettings):
         ge=1,
         description="Most a GraphQL operation may cost before it runs: each connection "
         "counts its page size (first or last, else 50) times the page sizes of the "
-        "connections it is nested in, and a report counts its devices.",
+        "connections it is nested in; a history's totalCount and each filtered history "
+        "page, reads that may take the whole range, count 5,000 times them; a report "
+        "counts its devices.",
     )
     report_max_devices: int = Field(
         default=5000, ge=1, description="Most devices a report (in a request or a job) may name."
@@ -223,6 +230,70 @@ class Settings(BaseSettings):
         "it is open, like /healthz.",
     )
 
+    auth_jwt_jwks_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="Upper bound on one fetch of the JWKS, seconds."
+    )
+    auth_jwt_jwks_refetch_floor_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Least time between two JWKS fetches: within it, a token naming an "
+        "unknown key id is refused without asking the identity provider again.",
+    )
+    auth_jwt_jwks_max_age_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Keys older than this are refreshed in the background (key rotation); "
+        "until the refresh lands, the known keys stay in use.",
+    )
+
+    ws_recheck_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often an open WebSocket's API token is checked again; a revoked "
+        "or expired one closes the socket (graphql-transport-ws: 4403; graphql-ws: "
+        "connection_error, then a close). A JWT's socket closes when its exp (plus "
+        "AUTH_JWT_LEEWAY_S) passes, and every new operation on a socket checks too.",
+    )
+    auth_failure_limit: str = Field(
+        default="30/minute",
+        description="Refused credentials per client address, over HTTP and WebSocket, as "
+        "'N/second|minute|hour|day'. Beyond it that address gets 429 RATE_LIMITED without "
+        "its credentials being checked at all, until the window moves on; empty turns the "
+        "limit off. Kept in RATE_LIMIT_STORAGE_URL. Only verdicts on a credential count "
+        "(invalid, unknown, revoked, expired), not an identity provider whose keys cannot "
+        "be fetched. An address's credentials are checked 4 at a time, so a burst passes "
+        "the limit by at most 3 on each replica.",
+    )
+    max_subscriptions_per_credential: int = Field(
+        default=100,
+        ge=1,
+        description="Operations in flight over WebSockets (in practice: subscriptions) one "
+        "credential may have on this replica, across all its sockets; one more gets an "
+        "error coded TOO_MANY_SUBSCRIPTIONS. One socket holds at most 100.",
+    )
+    max_report_jobs_per_credential: int = Field(
+        default=4,
+        ge=1,
+        description="Report jobs one credential may have queued or running at once; one "
+        "more is refused with the userError TOO_MANY_JOBS.",
+    )
+
+    simulator_control: bool = Field(
+        default=False,
+        description="Serve the embedded simulator's control API (/simulator/api/v2/_control: "
+        "latency, injected failures, call counts) to any caller that reaches the port. "
+        "Off: only the standalone simulator (`provgraph simulate`) serves it.",
+    )
+
+    max_upstream_calls_per_request: int = Field(
+        default=1000,
+        ge=1,
+        description="Most upstream calls one GraphQL operation may make, retries included "
+        "(cached answers are free); the call that would pass it is not made and the field "
+        "fails with UPSTREAM_BUDGET_EXCEEDED. Report jobs and CSV exports are not bound by "
+        "it.",
+    )
+
     @field_validator("allowed_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -237,7 +308,7 @@ class Settings(BaseSettings):
             raise ValueError("must be memory:// or redis://host:port/db")
         return value
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "auth_failure_limit")
     @classmethod
     def _rate_limit_notation(cls, value: str) -> str:
         if value.strip():

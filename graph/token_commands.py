@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
-from graph.settings import Settings
+from graph.startup import check_database, read_settings
 from models.principal import SCOPES
 from resolvers.database import create_engine, migrate, sessions
 from resolvers.tokens import READ_SCOPES, InvalidTokenRequest, TokenStore, state
@@ -19,7 +19,9 @@ from resolvers.tokens import READ_SCOPES, InvalidTokenRequest, TokenStore, state
 
 @asynccontextmanager
 async def _store() -> AsyncIterator[TokenStore]:
-    engine = create_engine(Settings().database_url)
+    url = read_settings().database_url
+    await check_database(url, schema=True)
+    engine = create_engine(url)
     try:
         if engine.dialect.name == "sqlite":
             await migrate(engine)  # as the service does at start

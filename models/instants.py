@@ -19,16 +19,23 @@ _EPOCH_ORDINAL = _EPOCH.toordinal()
 
 # xs:dateTime (up to any number of fractional digits) or a bare xs:date, which WCF
 # accepts for dateTime fields. A missing offset is read as UTC, like WCF's
-# "unspecified" kind on a UTC server.
+# "unspecified" kind on a UTC server. ASCII digits only: Python's \d also matches
+# Arabic-Indic digits, which int() reads as numbers, and superscripts, which it refuses.
 _INSTANT = re.compile(
     r"(\d{4}-\d{2}-\d{2})"
     r"(?:[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?)?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))?",
+    re.ASCII,
 )
 
 _CANONICAL = re.compile(
-    r"(\d{4}-\d\d-\d\d)T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(?:\.(\d{1,7})\d*)?Z"
+    r"(\d{4}-\d\d-\d\d)T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(?:\.(\d{1,7})\d*)?Z", re.ASCII
 )
+
+# What a .NET DateTime (the upstream's) and a Python date can hold: 0001-01-01 to the
+# last tick of 9999-12-31, in UTC. An offset can push a valid local time past either end.
+EARLIEST = (date.min.toordinal() - _EPOCH_ORDINAL) * TICKS_PER_DAY
+LATEST = (date.max.toordinal() - _EPOCH_ORDINAL + 1) * TICKS_PER_DAY - 1
 
 
 class InvalidInstant(ValueError):
@@ -67,8 +74,13 @@ def parse_instant(text: str) -> int:
         if fraction:
             ticks += int(fraction[:7].ljust(7, "0"))
     if sign is not None:
+        # ISO 8601 and RFC 3339 offsets stay within a day: +23:59 at most.
+        if int(off_h) > 23 or int(off_m) > 59:
+            raise InvalidInstant(f"offset out of range: {text!r}")
         offset = (int(off_h) * 60 + int(off_m)) * 60 * TICKS_PER_SECOND
         ticks += -offset if sign == "+" else offset
+    if not EARLIEST <= ticks <= LATEST:
+        raise InvalidInstant(f"outside 0001-01-01 to 9999-12-31 UTC: {text!r}")
     return ticks
 
 

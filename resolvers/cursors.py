@@ -35,11 +35,6 @@ def _layout(count: int) -> struct.Struct:
     return struct.Struct(f">c8sB{count}q")
 
 
-@lru_cache(maxsize=16)
-def _layout(count: int) -> struct.Struct:
-    return struct.Struct(f">c8sB{count}q")
-
-
 class CursorError(ValueError):
     """A cursor that is malformed, tampered with, or from another connection."""
 

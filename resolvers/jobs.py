@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.reports import TERMINAL, ReportJob
@@ -31,6 +32,17 @@ class JobCancelled(Exception):
     """The job was cancelled from another replica."""
 
 
+class TooManyJobs(Exception):
+    """The owner has as many jobs queued or running as it may."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"At most {limit} report jobs may be queued or running for one credential: "
+            "wait for one to end, or cancel one."
+        )
+        self.limit = limit
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -43,6 +55,7 @@ class ReportJobs:
         concurrency: int,
         stale_after: timedelta = timedelta(minutes=2),
         poll_s: float = 0.25,
+        max_per_owner: int = 4,
     ) -> None:
         self._sessions = sessions
         self._upstream = upstream
@@ -50,8 +63,33 @@ class ReportJobs:
         self._stale_after = stale_after
         self._poll_s = poll_s
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._max_per_owner = max_per_owner
+        # Counting and adding in one step, in this process; replicas may each add one
+        # past the limit at the same moment.
+        self._starting = asyncio.Lock()
 
     async def start(self, owner: str, request: dict[str, Any]) -> ReportJob:
+        """A new job of ``owner``'s; ``TooManyJobs`` when it has its fill running."""
+        async with self._starting:
+            if await self._open_jobs(owner) >= self._max_per_owner:
+                raise TooManyJobs(self._max_per_owner)
+            return await self._start(owner, request)
+
+    async def _open_jobs(self, owner: str) -> int:
+        async with self._sessions() as session:
+            found = await session.exec(
+                select(ReportJob).where(
+                    col(ReportJob.owner) == owner, col(ReportJob.state).in_(("QUEUED", "RUNNING"))
+                )
+            )
+            return sum(not self._stale(job) for job in found.all())
+
+    def _stale(self, job: ReportJob) -> bool:
+        """Queued or running in a process that has stopped."""
+        stale = _now() - _aware(job.updated_at) > self._stale_after
+        return job.id not in self._running and stale
+
+    async def _start(self, owner: str, request: dict[str, Any]) -> ReportJob:
         now = _now()
         job = ReportJob(
             id=uuid.uuid4().hex,
@@ -139,8 +177,7 @@ class ReportJobs:
             job = await session.get(ReportJob, job_id)
         if job is None or job.owner != owner:
             return None
-        stale = _now() - _aware(job.updated_at) > self._stale_after
-        if job.state in ("QUEUED", "RUNNING") and job.id not in self._running and stale:
+        if job.state in ("QUEUED", "RUNNING") and self._stale(job):
             job.state, job.error = "FAILED", "The process running this job has stopped."
         return job
 

@@ -6,14 +6,12 @@ is enough, and looking a token up by its digest gives a timing attacker nothing 
 """
 
 import hashlib
-import os
 import re
 import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
@@ -24,8 +22,6 @@ from models.tokens import TOKEN_PREFIX, ApiToken
 from resolvers.auth import Unauthenticated
 
 READ_SCOPES = tuple(scope for scope in SCOPES if scope.endswith(":read"))
-DEVELOPMENT = "development"
-"""The name of the token ``make serve`` makes for itself; reserved."""
 _UID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -37,8 +33,7 @@ class InvalidTokenRequest(ValueError):
 class IssuedToken:
     token: ApiToken
     secret: str
-    """Shown once to whoever asked for the token; only the development token's is kept
-    (in its file), since GraphiQL is prefilled with it at every start."""
+    """Shown once to whoever asked for the token, and kept nowhere."""
 
 
 def _now() -> datetime:
@@ -121,8 +116,6 @@ class TokenStore:
         name = name.strip()
         if not name or len(name) > 128:
             raise InvalidTokenRequest("A token's name is 1 to 128 characters.")
-        if name == DEVELOPMENT:
-            raise InvalidTokenRequest(f"The name {DEVELOPMENT!r} is reserved for make serve.")
         if expires_in is not None and expires_in <= timedelta(0):
             raise InvalidTokenRequest("A token's lifetime must be positive.")
         return await self._issue(
@@ -191,43 +184,3 @@ class TokenStore:
             case "expired":
                 raise Unauthenticated("The token has expired.")
         return token
-
-    async def development(self, path: Path) -> IssuedToken:
-        """The development token whose secret ``path`` keeps (mode 0600), made anew (and
-        written there) when the file is missing or its token no longer works."""
-        secret = _read_secret(path)
-        if secret:
-            async with self._sessions() as session:
-                try:
-                    return IssuedToken(await self._usable(session, secret, _now()), secret)
-                except Unauthenticated:
-                    pass
-        # A development token whose secret is lost could never be used again, yet would
-        # stay valid: retire it with the file.
-        async with self._sessions() as session, session.begin():
-            lost = await session.exec(
-                select(ApiToken).where(
-                    ApiToken.name == DEVELOPMENT, col(ApiToken.revoked_at).is_(None)
-                )
-            )
-            for token in lost.all():
-                token.revoked_at = _now()
-                session.add(token)
-        issued = await self._issue(DEVELOPMENT, [ALL_ORGANIZATIONS], list(SCOPES), None, None)
-        _write_secret(path, issued.secret)
-        return issued
-
-
-def _read_secret(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        return ""
-
-
-def _write_secret(path: Path, secret: str) -> None:
-    path.unlink(missing_ok=True)
-    # Created with 0600 from the start, never readable by others even for a moment.
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(secret + "\n")

@@ -9,10 +9,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from math import ceil
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
 import pytest
+from alembic import command
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from gql.transport.websockets import WebsocketsTransport
@@ -20,6 +22,7 @@ from gql.transport.websockets import WebsocketsTransport
 from graph.app import create_app
 from graph.settings import Settings
 from models.principal import ALL_ORGANIZATIONS, SCOPES
+from resolvers.database import alembic_config
 from soap.simulator.background import listening_socket, serving, serving_process
 from soap.simulator.fleet import Fleet
 from soap.simulator.server import Simulator
@@ -156,6 +159,20 @@ def api_server(
         yield Api(base, simulator)
 
 
+def embedded_service(tmp_path: Path, **overrides: object) -> Iterator[str]:
+    """The service with the simulator it makes for itself, as `provgraph serve` has it,
+    and no identity provider of the tests'; yields its URL."""
+    sock = listening_socket()
+    settings = Settings(
+        _env_file=None,
+        port=sock.getsockname()[1],
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/provgraph.db",
+        **overrides,
+    )
+    with serving(create_app(settings), sock) as base:
+        yield base
+
+
 @contextmanager
 def server_process(**environment: str) -> Iterator[str]:
     """The service in a process of its own; yields its URL."""
@@ -168,6 +185,18 @@ POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def schema_at(url: str, revision: str, *, down: bool = False) -> Callable[[Any], None]:
+    """A ``run_sync`` step that takes the database at ``url`` (on the connection it is
+    given) up, or ``down``, to an Alembic ``revision``."""
+
+    def move(connection: Any) -> None:
+        config = alembic_config(url)
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+    return move
 
 
 async def fresh_postgres() -> None:

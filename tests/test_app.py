@@ -5,30 +5,19 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support import embedded_service
 
 from graph.app import create_app
 from graph.settings import SIMULATOR_MOUNT, Settings
-from soap.simulator.background import listening_socket, serving
+from soap.simulator.background import listening_socket
 
 DATA = Path(__file__).parent / "data"
 SEED_ACTION = '"http://nphase.com/unifiedwebservice/v2/IDeviceService/GetDeviceProvisioningHistory"'
 
 
-def _serve(tmp_path: Path, **overrides: object) -> Iterator[str]:
-    sock = listening_socket()
-    settings = Settings(
-        _env_file=None,
-        port=sock.getsockname()[1],
-        database_url=f"sqlite+aiosqlite:///{tmp_path}/provgraph.db",
-        **overrides,
-    )
-    with serving(create_app(settings), sock) as base:
-        yield base
-
-
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[str]:
-    yield from _serve(tmp_path)
+    yield from embedded_service(tmp_path)
 
 
 async def test_healthz_answers_while_the_process_is_up(service):
@@ -66,7 +55,7 @@ async def test_readyz_reports_an_unreachable_redis(tmp_path):
     dead = listening_socket()
     dead_url = f"redis://127.0.0.1:{dead.getsockname()[1]}/0"
     dead.close()
-    for base in _serve(tmp_path, cache_url=dead_url):
+    for base in embedded_service(tmp_path, cache_url=dead_url):
         async with httpx.AsyncClient() as http:
             response = await http.get(f"{base}/readyz")
     assert response.status_code == 503
@@ -76,7 +65,7 @@ async def test_readyz_reports_an_unreachable_redis(tmp_path):
 
 
 async def test_readyz_sees_a_real_redis(tmp_path, redis_url):
-    for base in _serve(tmp_path, cache_url=redis_url, broker_url=redis_url):
+    for base in embedded_service(tmp_path, cache_url=redis_url, broker_url=redis_url):
         async with httpx.AsyncClient() as http:
             response = await http.get(f"{base}/readyz")
     assert response.status_code == 200

@@ -169,7 +169,7 @@ async def test_a_report_names_at_most_the_configured_devices(small):
             f"{small.base_url}/exports/provisioning-report.csv", params=params
         )
     assert response.status_code == 400
-    assert response.json()["code"] == "BAD_USER_INPUT"
+    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     assert no_upstream_calls(small)
 
 

@@ -388,7 +388,7 @@ async def test_csv_errors_before_the_first_byte_have_a_status(api, params, statu
     async with httpx.AsyncClient(headers=api.headers) as http:
         response = await http.get(f"{api.base_url}/exports/provisioning-history.csv", params=params)
     assert response.status_code == status
-    assert response.json()["code"] == code
+    assert response.json()["errors"][0]["extensions"]["code"] == code
 
 
 async def test_an_upstream_failure_mid_stream_is_no_complete_file(api):
@@ -420,6 +420,10 @@ async def test_an_upstream_failure_mid_stream_is_no_complete_file(api):
     assert statuses == [200]
 
 
+def code_of(response: httpx.Response) -> str:
+    return response.json()["errors"][0]["extensions"]["code"]
+
+
 async def test_the_report_csv_of_an_unknown_or_malformed_job(api):
     from graph.relay import global_id
 
@@ -431,8 +435,8 @@ async def test_the_report_csv_of_an_unknown_or_malformed_job(api):
         malformed = await http.get(
             f"{api.base_url}/exports/provisioning-report.csv", params={"jobId": "%%%"}
         )
-    assert (missing.status_code, missing.json()["code"]) == (404, "NOT_FOUND")
-    assert (malformed.status_code, malformed.json()["code"]) == (400, "BAD_USER_INPUT")
+    assert (missing.status_code, code_of(missing)) == (404, "NOT_FOUND")
+    assert (malformed.status_code, code_of(malformed)) == (400, "BAD_USER_INPUT")
 
 
 async def test_the_report_csv_matches_the_report(api):

@@ -3,9 +3,13 @@
     .venv/bin/python -m bench.graphql
 
 1. Paging a 12,000-event device (one year) end to end over HTTP with first 50, 100 and
-   500: upstream calls cold and warm, against the pager's lossless floor.
+   500: upstream calls cold and warm, against the pager's lossless floor plus the one
+   call that finds the device.
 2. ``last: 20`` on it, cold: calls.
 3. 100 concurrent identical cold queries: calls, against one query's.
+
+Calls count every upstream operation that reads (history and the device list): the
+device lookup is a call like any other.
 4. A warm 50-event page executed in process (``schema.execute``, resolvers, cache and
    cursors included) against plain graphql-core executing the same document, variables
    and selection over the same 50 events already in memory (cursors precomputed): the
@@ -42,6 +46,8 @@ from soap.simulator.server import Simulator
 AUTH = headers()
 PAGE_BAR = 1.5
 LAST_BAR = 16
+LOOKUP = 1
+"""What finding the device costs a cold query: one history probe (or a device list page)."""
 END = "2026-06-01T00:00:00Z"
 QUERY = """
 query ($identifier: String!, $first: Int, $after: String, $end: DateTime) {
@@ -115,10 +121,16 @@ def serve(tmp: Path):
         _env_file=None,
         port=sock.getsockname()[1],
         database_url=f"sqlite+aiosqlite:///{tmp}/bench.db",
+        cursor_secret="bench-cursor-secret",  # as production sets one
         **service_auth_settings(),
     )
     app = create_app(settings, simulator)
     return simulator, app, serving(app, sock)
+
+
+def reads(simulator: Simulator) -> int:
+    calls = simulator.state.calls
+    return calls["GetDeviceProvisioningHistory"] + calls["GetDeviceList"]
 
 
 async def upstream_calls(tmp: Path) -> bool:
@@ -132,12 +144,13 @@ async def upstream_calls(tmp: Path) -> bool:
         with server as base:
             async with httpx.AsyncClient(timeout=120) as http:
                 events = await read_everything(http, base, device.primary.identifier, first)
-                cold = simulator.state.calls["GetDeviceProvisioningHistory"]
+                cold = reads(simulator)
                 await read_everything(http, base, device.primary.identifier, first)
-                warm = simulator.state.calls["GetDeviceProvisioningHistory"] - cold
-        ok &= events == len(truth) and cold <= bar and warm == 0
+                warm = reads(simulator) - cold
+        ok &= events == len(truth) and cold <= bar + LOOKUP and warm == 0
         print(
-            f"{f'all {events} events, first: {first}':<44}{cold:>11}{warm:>11}{f'<= {bar}, 0':>14}"
+            f"{f'all {events} events, first: {first}':<44}{cold:>11}{warm:>11}"
+            f"{f'<= {bar}+{LOOKUP}, 0':>14}"
         )
 
     simulator, _, server = serve(tmp)
@@ -145,7 +158,7 @@ async def upstream_calls(tmp: Path) -> bool:
     with server as base:
         async with httpx.AsyncClient(timeout=120) as http:
             await post(http, base, LAST, {"identifier": device.primary.identifier})
-    last = simulator.state.calls["GetDeviceProvisioningHistory"]
+    last = reads(simulator)
     ok &= last <= LAST_BAR
     print(f"{'last: 20 (one year, 12,000 events)':<44}{last:>11}{'':>11}{f'<= {LAST_BAR}':>14}")
 
@@ -154,9 +167,9 @@ async def upstream_calls(tmp: Path) -> bool:
     with server as base:
         async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=100)) as http:
             await asyncio.gather(*(post(http, base, QUERY, variables) for _ in range(100)))
-    crowd = simulator.state.calls["GetDeviceProvisioningHistory"]
-    ok &= crowd == 1
-    print(f"{'100 concurrent identical cold queries':<44}{crowd:>11}{'':>11}{'== 1':>14}")
+    crowd = reads(simulator)
+    ok &= crowd == 1 + LOOKUP
+    print(f"{'100 concurrent identical cold queries':<44}{crowd:>11}{'':>11}{f'== 1+{LOOKUP}':>14}")
     return ok
 
 
@@ -253,7 +266,7 @@ async def engine_overhead(tmp: Path) -> bool:
 
 
 def main() -> int:
-    print("service settings: the defaults, in process with its simulator\n")
+    print("service settings: the defaults and a CURSOR_SECRET, in process with its simulator\n")
     with tempfile.TemporaryDirectory() as tmp:
         ok = asyncio.run(upstream_calls(Path(tmp)))
         ok &= asyncio.run(engine_overhead(Path(tmp)))

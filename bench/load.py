@@ -17,8 +17,9 @@ Printed: requests served and their rate, errors by code, latency percentiles per
 events created against events delivered to every subscriber, and the service's resident
 memory over the run with its window cache's share (``provgraph_cache_bytes``, bounded by
 CACHE_MAX_BYTES). Verdicts: no error outside the injected failures' codes, every
-created event delivered to every subscriber, memory flat (the last quarter's median
-within 1.15x of the second quarter's, after the caches have filled).
+created event delivered to every subscriber, memory flat: the last quarter's median,
+less the window cache (which fills by design, up to its bound), within 1.15x of the
+second quarter's.
 """
 
 import argparse
@@ -34,10 +35,12 @@ from pathlib import Path
 
 import httpx
 import websockets
+from limits import parse
 
 from bench.auth import bearer, service_auth_environment
 from bench.environment import settings_line
 from bench.reports import memory_mib
+from graph.settings import Settings
 from soap.simulator.background import serving_process
 from soap.simulator.fleet import Fleet
 from soap.simulator.server import MOUNT
@@ -71,7 +74,26 @@ class Tally:
             self.codes["ok"] += 1
 
 
-async def post(http: httpx.AsyncClient, query: str, variables: dict, token: str) -> dict:
+class Pace:
+    """One client's requests spread to 80% of the default per-credential rate limit: a
+    client of the product keeps to it (or is told 429), so the run measures the service,
+    not its refusals of a client that never pauses."""
+
+    _limit = parse(Settings.model_fields["rate_limit"].default)
+    interval_s = _limit.get_expiry() / (_limit.amount * 0.8)
+
+    def __init__(self) -> None:
+        self._next = time.perf_counter()
+
+    async def turn(self) -> None:
+        self._next = max(self._next + self.interval_s, time.perf_counter())
+        await asyncio.sleep(self._next - time.perf_counter())
+
+
+async def post(
+    http: httpx.AsyncClient, query: str, variables: dict, token: str, pace: Pace
+) -> dict:
+    await pace.turn()
     response = await http.post(
         "/graphql",
         json={"query": query, "variables": variables},
@@ -87,6 +109,7 @@ async def reader(
 ) -> None:
     rng = random.Random(seed)  # each reader its own devices and ranges
     token = bearer(subject=f"reader-{seed}")  # and its own rate limit, as a person has
+    pace = Pace()
     while time.perf_counter() < until:
         kind, identifier = rng.choice(devices)
         year = rng.randint(2015, 2024)
@@ -98,7 +121,7 @@ async def reader(
         }
         for _ in range(rng.randint(1, 4)):  # a few pages, as a scrolling table would
             started = time.perf_counter()
-            body = await post(http, HISTORY, variables, token)
+            body = await post(http, HISTORY, variables, token, pace)
             tally.record("history", started, body)
             history = ((body.get("data") or {}).get("device") or {}).get("provisioningHistory")
             if not history or not history["pageInfo"]["hasNextPage"]:
@@ -109,6 +132,7 @@ async def reader(
 async def writer(http: httpx.AsyncClient, number: int, tally: Tally, until: float) -> None:
     sequence = 0
     token = bearer(subject=f"writer-{number}")
+    pace = Pace()
     while time.perf_counter() < until:
         sequence += 1
         started = time.perf_counter()
@@ -124,6 +148,7 @@ async def writer(http: httpx.AsyncClient, number: int, tally: Tally, until: floa
                 }
             },
             token,
+            pace,
         )
         tally.record("create", started, body)
         event = ((body.get("data") or {}).get("createProvisioningRecipe") or {}).get("event")
@@ -219,13 +244,18 @@ async def run(base: str, pid: int, options: argparse.Namespace) -> bool:
         f"{missing:,} deliveries missing"
     )
     quarter = max(1, len(memory) // 4)
-    early = statistics.median(m for m, _ in memory[quarter : 2 * quarter] or memory)
-    late = statistics.median(m for m, _ in memory[-quarter:])
+    # The window cache fills for as long as new windows are read, up to CACHE_MAX_BYTES:
+    # that growth is by design and shown apart; what the bar watches is the rest.
+    early = statistics.median(m - c for m, c in memory[quarter : 2 * quarter] or memory)
+    late = statistics.median(m - c for m, c in memory[-quarter:])
+    ends = [memory[min(len(memory), q * quarter) - 1] for q in (1, 2, 3, 4)]
     print(
-        f"service memory: second quarter {early:.0f} MiB, last quarter {late:.0f} MiB "
-        f"({late / early:.2f}x, bar <= {MEMORY_BAR}x); window cache at each quarter's end: "
-        + ", ".join(f"{memory[min(len(memory), q * quarter) - 1][1]:.0f}" for q in (1, 2, 3, 4))
-        + " MiB"
+        "service memory at each quarter's end: "
+        + ", ".join(f"{m:.0f}" for m, _ in ends)
+        + " MiB, of which the window cache "
+        + ", ".join(f"{c:.0f}" for _, c in ends)
+        + f" MiB; without the cache: second quarter {early:.0f} MiB, last quarter "
+        f"{late:.0f} MiB ({late / early:.2f}x, bar <= {MEMORY_BAR}x)"
     )
     print(f"unexpected errors: {sum(unexpected.values())} {unexpected or ''}")
     return not unexpected and missing == 0 and late / early <= MEMORY_BAR

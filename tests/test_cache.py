@@ -1,11 +1,14 @@
 """The window cache: bounded and immutable in process; shared, and single-flight, on Redis."""
 
 import asyncio
+import gc
 import uuid
 
 import pytest
 from aiocache import RedisCache
+from support import bearer
 
+from graph.context import Context
 from models.devices import DeviceIdentifier, DeviceListPage, DeviceRecord
 from models.events import ExtendedAttribute, HistoryWindow, ProvisioningEvent
 from resolvers.cache import (
@@ -19,6 +22,10 @@ from resolvers.cache import (
 from soap.client import UwsClient
 
 SEED_MEID = DeviceIdentifier("meid", "54689785258599")
+MONTH = """query ($from: DateTime!, $to: DateTime!) {
+  device(kind: MEID, identifier: "54689785258599") {
+    provisioningHistory(occurredAfter: $from, occurredBefore: $to, first: 1) {
+      edges { cursor } } } }"""
 
 
 def window(size: int, start: int = 0) -> HistoryWindow:
@@ -103,6 +110,38 @@ async def test_the_size_estimate_tracks_the_memory_a_parsed_reply_holds(uws: Uws
         tracemalloc.stop()
     assert copy == reply
     assert 0.8 <= size_in_bytes(reply) / allocated <= 1.25
+
+
+async def test_cached_windows_keep_nothing_of_the_requests_that_loaded_them(api):
+    """An expiry timer keeps the context it is made in: made in a request, it kept that
+    whole request (its caller, loaders, cost) alive for the entry's life, a week for a
+    final window, and the service's memory grew with every window it cached."""
+    subject = f"memory-probe-{uuid.uuid4().hex}"
+    token = {"Authorization": f"Bearer {bearer(subject=subject)}"}
+
+    async def a_window_a_month(first: int, last: int) -> int:
+        """Requests of the probe still alive after a window of 2017 is cached for these
+        days of each month."""
+        for month in range(1, 13):
+            days = {
+                "from": f"2017-{month:02d}-{first:02d}T00:00:00Z",
+                "to": f"2017-{month:02d}-{last:02d}T00:00:00Z",
+            }
+            body = await api.query(MONTH, days, token)
+            assert "errors" not in body
+        gc.collect()
+        return sum(
+            1
+            for o in gc.get_objects()
+            if isinstance(o, Context) and o.principal.subject.endswith(subject)
+        )
+
+    after_twelve = await a_window_a_month(1, 14)
+    after_twenty_four = await a_window_a_month(15, 28)
+    assert api.calls() == 1 + 24  # the device's probe, then a window each: all cached
+    # What stays is bounded (the last request of a kept-alive connection, a pending
+    # connection timer), not one per cached window.
+    assert after_twenty_four <= after_twelve < 12
 
 
 async def test_cached_values_cannot_be_changed_by_a_caller():

@@ -224,9 +224,11 @@ async def run(base: str, pid: int, options: argparse.Namespace) -> bool:
         )
         elapsed = time.perf_counter() - started
     # Deliveries still in flight when the clock stopped: give them a bounded grace.
-    deadline = time.perf_counter() + 30
+    stopped = time.perf_counter()
+    deadline = stopped + 30
     while any(tally.created - got for got in received) and time.perf_counter() < deadline:  # noqa: ASYNC110 -- polls sets filled by other tasks, bounded
         await asyncio.sleep(0.1)
+    behind = time.perf_counter() - stopped
     for task in listeners:
         task.cancel()
     await asyncio.gather(*listeners, return_exceptions=True)
@@ -241,7 +243,7 @@ async def run(base: str, pid: int, options: argparse.Namespace) -> bool:
     missing = sum(len(tally.created - got) for got in received)
     print(
         f"events: {len(tally.created):,} created, each to {options.subscribers} subscribers: "
-        f"{missing:,} deliveries missing"
+        f"{missing:,} deliveries missing, the last {behind:.1f} s after the clock stopped"
     )
     quarter = max(1, len(memory) // 4)
     # The window cache fills for as long as new windows are read, up to CACHE_MAX_BYTES:

@@ -145,18 +145,20 @@ class RateLimits:
         RATE_LIMITED.inc()
         return max(1, math.ceil(stats.reset_time - time.time()))
 
+    async def _enforce(self, item: RateLimitItem, key: str, *, hit: bool, what: str) -> None:
+        """Raises ``RateLimited`` when ``key`` is past ``item`` (counting one more if
+        ``hit``); ``what`` names what the limit counts, for the message."""
+        retry_after = await self._retry_after(item, key, hit=hit)
+        if retry_after is not None:
+            raise RateLimited(
+                f"Too many {what}: at most {item}. Retry in {retry_after} s.", retry_after
+            )
+
     async def count_request(self, key: str) -> None:
         """Counts one request (or WebSocket message that starts work) of ``key`` (a
         ``caller_key``), raising ``RateLimited`` when it may not go ahead."""
-        if self.requests is None:
-            return
-        retry_after = await self._retry_after(self.requests, key, hit=True)
-        if retry_after is not None:
-            raise RateLimited(
-                f"Too many requests: at most {self.requests} for each caller. "
-                f"Retry in {retry_after} s.",
-                retry_after,
-            )
+        if self.requests is not None:
+            await self._enforce(self.requests, key, hit=True, what="requests for each caller")
 
     async def check_request(self, principal: Principal) -> None:
         """``count_request`` for a credential."""
@@ -188,13 +190,9 @@ class RateLimits:
         # The count is read before a check and written after it: unchecked, a burst
         # would all read it before any refusal is written, and all be checked.
         async with self._checking(address):
-            retry_after = await self._retry_after(self.failures, key, hit=False)
-            if retry_after is not None:
-                raise RateLimited(
-                    f"Too many refused credentials from this address: at most "
-                    f"{self.failures}. Retry in {retry_after} s.",
-                    retry_after,
-                )
+            await self._enforce(
+                self.failures, key, hit=False, what="refused credentials from this address"
+            )
             try:
                 return await authenticate()
             except Unauthenticated as error:

@@ -9,6 +9,7 @@ from strawberry.schema.config import StrawberryConfig
 from graph import devices as device_fields
 from graph import recipes, reports
 from graph.errors import ResponseExtensions
+from graph.execution import EventExecutor
 from graph.limits import QueryLimits
 from graph.observability import OperationMetrics, Schema
 from graph.permissions import needs, needs_scope_of_node
@@ -144,4 +145,5 @@ schema = Schema(
         partial(ValidationCache, maxsize=256),
     ],
     config=StrawberryConfig(scalar_map=SCALARS),
+    execution_context_class=EventExecutor,
 )

@@ -35,6 +35,9 @@ def created(recipe: ProvisioningRecipe, seq: int) -> dict[str, Any]:
         "organizationUid": recipe.organization_uid,
         "status": recipe.status,
     }
+    # Both loops below share these names, and their values differ in type.
+    key: str
+    value: object
     for key, value in (
         ("confirmedOwnership", recipe.confirmed_ownership),
         ("serialNumber", recipe.serial_number),

@@ -54,7 +54,7 @@ class CursorCodec:
 
     def encode(self, kind: str, scope: bytes, fields: Sequence[int | None]) -> str:
         if None in fields:
-            present = [f for f in fields if f is not None]
+            present: Sequence[int | None] = [f for f in fields if f is not None]
             bitmap = sum(1 << i for i, f in enumerate(fields) if f is not None)
         else:
             present, bitmap = fields, (1 << len(fields)) - 1

@@ -2,6 +2,7 @@
 
 import threading
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -16,7 +17,7 @@ _MIGRATING = threading.Lock()
 
 
 def create_engine(url: str) -> AsyncEngine:
-    options: dict = {"pool_pre_ping": True}
+    options: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         # One connection's writes wait for another's instead of failing at once.
         options["connect_args"] = {"timeout": 30}

@@ -28,7 +28,8 @@ class DeviceListPosition(NamedTuple):
     """A device's place in the device list: the page (by the id it follows) and index."""
 
     page_after: int | None
-    index: int
+    position: int
+    """Its index on that page (a field named ``index`` would hide ``tuple.index``)."""
 
 
 class ListedDevice(NamedTuple):

@@ -53,9 +53,9 @@ async def readiness(
         "cache": _redis(cache_url) if cache_url.startswith("redis") else None,
         "broker": _redis(broker_url) if broker_url.startswith("redis") else None,
     }
-    names = [name for name, probe in checks.items() if probe is not None]
-    results = await asyncio.gather(*(_check(checks[name]) for name in names))
-    status = dict(zip(names, results, strict=True))
+    probes = {name: probe for name, probe in checks.items() if probe is not None}
+    results = await asyncio.gather(*(_check(probe) for probe in probes.values()))
+    status = dict(zip(probes, results, strict=True))
     status.update({name: "ok (in process)" for name, probe in checks.items() if probe is None})
     return status
 

@@ -385,8 +385,8 @@ async def read_backward(
             batches.append([i for i in items if i.event.occurred_at == found.crowded])
             if len(batches[-1]) == len(crowd.events) and not crowd.is_complete:
                 gaps.append(HistoryGap(found.crowded, len(crowd.events)))
-        for items in batches:
-            for item in reversed(items):
+        for batch in batches:
+            for item in reversed(batch):
                 if after is not None and item.order <= after.order:
                     return _backward_page(collected, last, before, gaps, exhausted=True)
                 if matches(item.event):

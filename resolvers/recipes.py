@@ -13,13 +13,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import func, text, update
+from sqlalchemy import delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from models import recipe_events
 from models.devices import DeviceIdentifier
@@ -40,6 +41,7 @@ MAX_IDEMPOTENCY_KEY = 128
 _UID = re.compile(r"[0-9a-fA-F]{32}")
 _MAC = re.compile(r"([0-9A-Fa-f]{2})[:-]?" * 5 + r"([0-9A-Fa-f]{2})")
 _OUTBOX_LOCK = 7_216_011  # pg_advisory_xact_lock key: outbox rows commit in seq order
+_Row = TypeVar("_Row")
 
 
 @dataclass(frozen=True)
@@ -153,15 +155,15 @@ def validate(new: NewRecipe) -> tuple[NewRecipe, list[UserError]]:
                     "Must be six pairs of hex digits, e.g. 29:9F:66:C8:00:1A.",
                 )
             )
-    tags = None
+    tags: list[str] | None = None
     if new.tag_uids is not None:
         if len(new.tag_uids) > MAX_TAGS:
             errors.append(UserError(["input", "tagUids"], "TOO_MANY", f"At most {MAX_TAGS} tags."))
-        tags = [
+        checked = [
             _check_uid(errors, ["input", "tagUids", str(i)], tag)
             for i, tag in enumerate(new.tag_uids)
         ]
-        tags = list(dict.fromkeys(t for t in tags if t))
+        tags = list(dict.fromkeys(t for t in checked if t))
     if new.idempotency_key is not None and not 0 < len(new.idempotency_key) <= MAX_IDEMPOTENCY_KEY:
         errors.append(
             UserError(
@@ -212,10 +214,10 @@ class RecipeStore:
         self, session: AsyncSession, recipe: ProvisioningRecipe, build: Callable[..., Any]
     ) -> OutboxEvent:
         """Writes the recipe's event to the outbox, in the recipe's own transaction."""
-        if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+        if session.bind.dialect.name == "postgresql":
             # Sequence numbers must follow commit order, or a reader could pass a number
             # whose transaction has not committed yet: one writer at a time.
-            await session.exec(text(f"SELECT pg_advisory_xact_lock({_OUTBOX_LOCK})"))  # type: ignore[call-overload]
+            await session.exec(select(func.pg_advisory_xact_lock(_OUTBOX_LOCK)))
         row = OutboxEvent(
             event_id="",
             type="",
@@ -449,7 +451,9 @@ class RecipeStore:
             recipe = found.first()
         return recipe if recipe and principal.may_see(recipe.organization_uid) else None
 
-    def _filtered(self, query: Any, where: RecipeFilter, principal: Principal) -> Any:
+    def _filtered(
+        self, query: SelectOfScalar[_Row], where: RecipeFilter, principal: Principal
+    ) -> SelectOfScalar[_Row]:
         if where.organization_uid is not None:
             query = query.where(ProvisioningRecipe.organization_uid == where.organization_uid)
         if not principal.all_organizations:
@@ -522,16 +526,10 @@ class RecipeStore:
 
     async def mark_published(self, up_to: int) -> None:
         async with self._sessions() as session, session.begin():
-            await session.exec(  # type: ignore[call-overload]
-                OutboxEvent.__table__.update()  # type: ignore[attr-defined]
-                .where(OutboxEvent.__table__.c.seq <= up_to)  # type: ignore[attr-defined]
-                .values(published=True)
+            await session.exec(
+                update(OutboxEvent).where(col(OutboxEvent.seq) <= up_to).values(published=True)
             )
 
     async def prune(self, older_than: datetime) -> None:
         async with self._sessions() as session, session.begin():
-            await session.exec(  # type: ignore[call-overload]
-                OutboxEvent.__table__.delete().where(  # type: ignore[attr-defined]
-                    OutboxEvent.__table__.c.created_at < older_than
-                )  # type: ignore[attr-defined]
-            )
+            await session.exec(delete(OutboxEvent).where(col(OutboxEvent.created_at) < older_than))

@@ -26,6 +26,8 @@ from soap.errors import UpstreamError, UpstreamFault
 DIMENSIONS = ("EVENT_TYPE", "STATUS", "EVENT_BY", "SERVICE_PLAN", "DEVICE")
 BUCKETS = ("HOUR", "DAY", "WEEK", "MONTH")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+RowKey = tuple[Any, ...]
+"""The group_by values in order, then the bucket start (ticks) if bucketed."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,7 @@ class Progress:
 
 @dataclass
 class Report:
-    rows: dict[tuple, Row]
-    """By key: the group_by values in order, then the bucket start (ticks) if bucketed."""
+    rows: dict[RowKey, Row]
     total_events: int
     devices_scanned: int
     failures: list[Failure]
@@ -108,7 +109,7 @@ _FIELDS = {
 }
 
 
-def _key_of(spec: ReportSpec, device: DeviceIdentifier) -> Callable[[ProvisioningEvent], tuple]:
+def _key_of(spec: ReportSpec, device: DeviceIdentifier) -> Callable[[ProvisioningEvent], RowKey]:
     """A function from an event to its row key. It runs once per event of the report, so
     it avoids per-event Python work: fields come through one attrgetter, and a bucket
     is looked up only when an event leaves the previous event's bucket."""
@@ -118,7 +119,7 @@ def _key_of(spec: ReportSpec, device: DeviceIdentifier) -> Callable[[Provisionin
     with_device = "DEVICE" in spec.group_by
     place = spec.group_by.index("DEVICE") if with_device else 0
 
-    def dimensions(event: ProvisioningEvent) -> tuple:
+    def dimensions(event: ProvisioningEvent) -> RowKey:
         values = get(event)
         values = (values,) if single else values
         if not with_device:
@@ -130,7 +131,7 @@ def _key_of(spec: ReportSpec, device: DeviceIdentifier) -> Callable[[Provisionin
     bucket, zone = spec.bucket, spec.zone
     current = [0, -1]  # the bucket [start, end) the previous event fell in
 
-    def keyed(event: ProvisioningEvent) -> tuple:
+    def keyed(event: ProvisioningEvent) -> RowKey:
         ticks = event.occurred_at
         if not current[0] <= ticks < current[1]:
             current[0] = bucket_start(ticks, bucket, zone)
@@ -166,7 +167,7 @@ async def run_report(
 ) -> Report:
     """The report, reading devices side by side (each device's windows one after
     another), counting into ``progress`` as devices finish."""
-    rows: dict[tuple, Row] = {}
+    rows: dict[RowKey, Row] = {}
     failures: list[Failure] = []
     totals = {"events": 0, "scanned": 0}
     progress.devices_total = len(spec.devices)
@@ -178,7 +179,7 @@ async def run_report(
     async def read(device: DeviceIdentifier) -> None:
         # A device counts whole or not at all: its rows merge in once it is read.
         key_of = _key_of(spec, device)
-        mine: dict[tuple, Row] = {}
+        mine: dict[RowKey, Row] = {}
         events = 0
         pager = HistoryPager(fetch, device, spec.earliest, spec.latest)
         matches = spec.matches

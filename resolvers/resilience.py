@@ -118,7 +118,7 @@ class RetryPolicy:
 
     def delay(self, retry: int, uniform: Callable[[], float]) -> float:
         """Full jitter: anywhere from 0 to the capped exponential step of this retry."""
-        return uniform() * min(self.max_delay_s, self.base_delay_s * 2 ** (retry - 1))
+        return uniform() * min(self.max_delay_s, self.base_delay_s * 2.0 ** (retry - 1))
 
 
 def per_second_limiter(calls_per_second: float) -> AsyncLimiter:

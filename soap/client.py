@@ -47,7 +47,8 @@ _SESSION_FAULTS = frozenset({SESSION_EXPIRED, SESSION_INVALID})
 @cache
 def _document(path: Path) -> Document:
     """A parsed WSDL, shared by every client of the process: parsing one costs ~100 ms."""
-    return Document(str(path), zeep.Transport(), settings=zeep.Settings())
+    # zeep annotates ``transport`` as a class, yet zeep.Client itself passes an instance.
+    return Document(str(path), zeep.Transport(), settings=zeep.Settings())  # type: ignore[arg-type]
 
 
 class _Endpoint(NamedTuple):

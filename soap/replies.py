@@ -4,6 +4,8 @@ zeep's own reply parsing costs about 11x a bare lxml parse on a 500-event reply
 (DESIGN.md). The client lets zeep build and send requests, and reads replies here.
 """
 
+from typing import Any
+
 from lxml import etree
 
 from models.devices import DeviceIdentifier, DeviceListPage, DeviceRecord
@@ -93,12 +95,15 @@ def _boolean(text: str, operation: str) -> bool:
     raise UpstreamBadReply(operation, f"not an xs:boolean: {value!r}")
 
 
-def _local(tag: str) -> str:
+def _local(element: etree._Element) -> str:
+    tag = element.tag
+    # lxml gives every parsed element a str tag; the stubs also allow what code may assign.
+    assert isinstance(tag, str)
     return tag[tag.find("}") + 1 :]
 
 
-def _is_extended(tag: str) -> bool:
-    return tag == _EXTENDED or _local(tag) == "ExtendedAttributes"
+def _is_extended(element: etree._Element) -> bool:
+    return element.tag == _EXTENDED or _local(element) == "ExtendedAttributes"
 
 
 def _attribute_text(element: etree._Element, operation: str) -> str | None:
@@ -106,7 +111,7 @@ def _attribute_text(element: etree._Element, operation: str) -> str | None:
     if element.get(_NIL) in ("true", "1"):
         return None
     if len(element):
-        raise UpstreamBadReply(operation, f"extended attribute {_local(element.tag)} is not text")
+        raise UpstreamBadReply(operation, f"extended attribute {_local(element)} is not text")
     return element.text or ""
 
 
@@ -118,14 +123,12 @@ def _attributes(container: etree._Element | None, operation: str) -> tuple[Exten
         return ()
     attributes = []
     for item in container.iterchildren(etree.Element):
-        if _local(item.tag) != _ATTRIBUTE:
-            raise UpstreamBadReply(
-                operation, f"unexpected {_local(item.tag)} in ExtendedAttributes"
-            )
+        if _local(item) != _ATTRIBUTE:
+            raise UpstreamBadReply(operation, f"unexpected {_local(item)} in ExtendedAttributes")
         key = value = None
         has_key = False
         for child in item.iterchildren(etree.Element):
-            name = _local(child.tag)
+            name = _local(child)
             if name == _KEY:
                 key, has_key = _attribute_text(child, operation), True
             elif name == _VALUE:
@@ -146,12 +149,15 @@ def _events(output: etree._Element, operation: str) -> list[ProvisioningEvent]:
     events = []
     for element in history.iterchildren(_EVENT):
         # OccurredAt, Status, EventBy, EventType, ServicePlan, Mdn, Msisdn, attributes
-        values: list = [None, None, None, None, None, None, None, ()]
+        values: list[Any] = [None, None, None, None, None, None, None, ()]
         for child in element:
-            index = fields.get(child.tag)
+            tag = child.tag
+            if not isinstance(tag, str):  # a comment or a processing instruction
+                continue
+            index = fields.get(tag)
             if index is not None:
                 values[index] = child.text
-            elif isinstance(child.tag, str) and is_extended(child.tag):
+            elif is_extended(child):
                 values[7] = _attributes(child, operation)
         try:
             values[0] = parse_instant(values[0])
@@ -188,7 +194,7 @@ def device_list_page(operation: str, status_code: int, body: bytes) -> DeviceLis
                     parse_instant(activation) if activation else None,
                     _attributes(
                         next(
-                            (c for c in info.iterchildren(etree.Element) if _is_extended(c.tag)),
+                            (c for c in info.iterchildren(etree.Element) if _is_extended(c)),
                             None,
                         ),
                         operation,

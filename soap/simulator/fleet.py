@@ -202,7 +202,7 @@ def _history(device: SimDevice) -> tuple[ProvisioningEvent, ...]:
     span = profile.end - profile.start
     if profile.name == "sub-millisecond":
         # Groups of events inside one millisecond, each at its own 100 ns tick.
-        instants = []
+        instants: list[int] = []
         while len(instants) < profile.size:
             base = (
                 profile.start + rng.randrange(span // TICKS_PER_MILLISECOND) * TICKS_PER_MILLISECOND

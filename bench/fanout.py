@@ -34,8 +34,8 @@ from starlette.routing import Mount
 
 from bench.auth import bearer, headers, service_auth_environment
 from bench.environment import settings_line
-from graph.settings import SIMULATOR_MOUNT
 from resolvers.database import create_engine, migrate
+from server.settings import SIMULATOR_MOUNT
 from soap.simulator.background import serving, serving_process
 from soap.simulator.server import Simulator
 
@@ -172,13 +172,13 @@ async def main(count: int, events: int) -> None:
         }
         print(settings_line(environment) + "; BROKER_URL memory://, then Redis")
         single = stack.enter_context(
-            serving_process("graph.app:create_app", {**environment, "BROKER_URL": "memory://"})
+            serving_process("server.app:create_app", {**environment, "BROKER_URL": "memory://"})
         ).url
         one_process = await measure("one process", single, single, count, events)
         stack.close()
         on_redis = {**environment, "BROKER_URL": REDIS, "EVENTS_POLL_S": "3600"}
-        writer = stack.enter_context(serving_process("graph.app:create_app", on_redis)).url
-        reader = stack.enter_context(serving_process("graph.app:create_app", on_redis)).url
+        writer = stack.enter_context(serving_process("server.app:create_app", on_redis)).url
+        reader = stack.enter_context(serving_process("server.app:create_app", on_redis)).url
         two_processes = await measure("two processes on Redis", writer, reader, count, events)
     print(f"\nfloor: bare Redis PUBLISH-to-receive round trip, median {floor:.2f} ms")
     print(

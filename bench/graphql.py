@@ -33,12 +33,12 @@ import httpx
 from graphql import GraphQLScalarType, build_schema, execute, parse, validate
 
 from bench.auth import headers, service_auth_settings
-from graph.app import create_app
 from graph.context import Context
 from graph.schema import schema
-from graph.settings import Settings
 from models.instants import format_api_instant, parse_instant
 from models.principal import LOCAL_DEVELOPER
+from server.app import create_app
+from server.settings import Settings
 from soap.simulator.background import listening_socket, serving
 from soap.simulator.fleet import Fleet
 from soap.simulator.server import Simulator

@@ -40,10 +40,10 @@ from limits import parse
 from bench.auth import bearer, service_auth_environment
 from bench.environment import settings_line
 from bench.reports import memory_mib
-from graph.settings import Settings
+from server.settings import Settings
+from soap.simulator import MOUNT
 from soap.simulator.background import serving_process
 from soap.simulator.fleet import Fleet
-from soap.simulator.server import MOUNT
 
 INJECTED = {"UPSTREAM_UNAVAILABLE", "UPSTREAM_FAULT"}
 """What the simulator's random failures (HTTP 503, SOAP fault) become in the API."""
@@ -283,7 +283,7 @@ async def main(options: argparse.Namespace) -> int:
                 **service_auth_environment(),
             }
             print(settings_line(environment))
-            with serving_process("graph.app:create_app", environment) as api:
+            with serving_process("server.app:create_app", environment) as api:
                 ok = await run(api.url, api.pid, options)
     print("\nall verdicts hold" if ok else "\nSOME VERDICTS FAIL")
     return 0 if ok else 1

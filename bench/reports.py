@@ -23,10 +23,10 @@ import httpx
 
 from bench.auth import headers, service_auth_environment
 from bench.environment import settings_line
-from graph.settings import Settings
+from server.settings import Settings
+from soap.simulator import MOUNT
 from soap.simulator.background import Served, serving_process
 from soap.simulator.fleet import Fleet
-from soap.simulator.server import MOUNT
 
 CONCURRENCY = Settings.model_fields["upstream_concurrency"].default
 WALL_BAR = 1.3
@@ -62,7 +62,7 @@ def environment(upstream: Served, database: Path) -> dict[str, str]:
 
 
 def service(upstream: Served, database: Path):
-    return serving_process("graph.app:create_app", environment(upstream, database))
+    return serving_process("server.app:create_app", environment(upstream, database))
 
 
 async def report(base: str, devices: list[dict], latency_s: float) -> bool:

@@ -2,27 +2,18 @@
 
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.requests import HTTPConnection
+import strawberry
 from strawberry.dataloader import DataLoader
 
-from graph.development import client_address, is_local
-from graph.settings import Settings
 from models.devices import DeviceIdentifier
 from models.principal import Principal
-from resolvers.auth import Authenticator
 from resolvers.cursors import CursorCodec
 from resolvers.devices import Device, find_devices
 from resolvers.events import EventHub
 from resolvers.jobs import ReportJobs
 from resolvers.recipes import RecipeStore
 from resolvers.upstream import Cost, Upstream
-from soap.client import UwsClient
-
-if TYPE_CHECKING:  # graph.ratelimit reaches this module through graph.middleware
-    from graph.ratelimit import RateLimits
 
 
 @dataclass(frozen=True)
@@ -38,20 +29,33 @@ class Operation:
 _current: ContextVar[Operation | None] = ContextVar("operation", default=None)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The bounds the settings put on what one operation may ask and spend."""
+
+    max_query_depth: int
+    max_query_tokens: int
+    max_query_aliases: int
+    max_query_cost: int
+    max_upstream_calls_per_request: int
+    report_max_devices: int
+    upstream_concurrency: int
+    """How many upstream calls one report makes at a time."""
+    cache_ttl_recent_s: float
+    """How long a window touching the present stays fresh; a range without an end ends
+    that long ago, so that its windows are shared while fresh."""
+
+
 @dataclass
 class Services:
     """Shared by all requests for the process's lifetime."""
 
-    settings: Settings
-    uws: UwsClient
     upstream: Upstream
-    engine: AsyncEngine
     cursors: CursorCodec
     recipes: RecipeStore
     hub: EventHub
     jobs: ReportJobs
-    authenticator: Authenticator
-    rate_limits: "RateLimits"
+    limits: Limits
 
 
 @dataclass
@@ -65,8 +69,7 @@ class Context:
     client_address: str = "unknown"
     """Refused credentials are limited per client address."""
     local: bool = False
-    """The request (or WebSocket upgrade) was made on this host directly
-    (``graph.development.is_local``)."""
+    """The request (or WebSocket upgrade) was made on this host directly."""
 
     def begin_operation(self) -> Cost:
         """Gives the operation starting in this task its own Cost and device loader.
@@ -75,7 +78,7 @@ class Context:
         budget of upstream calls and see devices as they are now: each runs in a task
         of its own, and ``graph.errors.ResponseExtensions`` calls this as it starts.
         """
-        cost = Cost(budget=self.services.settings.max_upstream_calls_per_request)
+        cost = Cost(budget=self.services.limits.max_upstream_calls_per_request)
 
         async def load(keys: list[DeviceIdentifier]) -> list[Device | None]:
             return await find_devices(self.services.upstream, cost, keys)
@@ -101,10 +104,5 @@ class Context:
         return self.operation.devices
 
 
-def context_for(connection: HTTPConnection, principal: Principal) -> Context:
-    return Context(
-        services=connection.app.state.services,
-        principal=principal,
-        local=is_local(connection),
-        client_address=client_address(connection),
-    )
+Info = strawberry.Info[Context, None]
+"""What every resolver of this schema is given."""

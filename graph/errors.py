@@ -15,6 +15,10 @@ from soap.errors import UpstreamBadReply, UpstreamError, UpstreamFault, Upstream
 
 BAD_USER_INPUT = "BAD_USER_INPUT"
 UPSTREAM_BUDGET_EXCEEDED = "UPSTREAM_BUDGET_EXCEEDED"
+INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+UNEXPECTED = "Unexpected error."
+"""The message of every masked error: what went wrong is in the log, under its request id."""
 
 
 def user_error(message: str, argument: str | None = None) -> GraphQLError:

@@ -190,7 +190,7 @@ async def provisioning_history(
         else (
             anchor.latest
             if anchor
-            else default_latest(services.upstream.now(), services.settings.cache_ttl_recent_s)
+            else default_latest(services.upstream.now(), services.limits.cache_ttl_recent_s)
         )
     )
     if earliest > latest:

@@ -30,8 +30,8 @@ from strawberry.extensions import SchemaExtension
 from strawberry.extensions.max_aliases import create_validator as aliases_validator
 from strawberry.extensions.query_depth_limiter import create_validator as depth_validator
 
+from graph.context import Limits
 from graph.relay import DEFAULT_PAGE, MAX_PAGE
-from graph.settings import Settings
 
 QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 _REPORT_FIELD = "provisioningReport"  # reads every history of its devices in the request
@@ -200,9 +200,9 @@ class _Cost:
 class QueryLimits(SchemaExtension):
     """Depth, tokens, aliases and cost, as the settings bound them."""
 
-    def _settings(self) -> Settings:
-        settings: Settings = self.execution_context.context.services.settings
-        return settings
+    def _settings(self) -> Limits:
+        limits: Limits = self.execution_context.context.services.limits
+        return limits
 
     def on_operation(self) -> Iterator[None]:
         settings = self._settings()

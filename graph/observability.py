@@ -1,24 +1,20 @@
 """Every GraphQL error gets a code, unexpected ones are masked and logged once; operations
-and open subscriptions are counted; ``GET /metrics`` serves the counts."""
+and open subscriptions are counted (``server.metrics`` serves the counts)."""
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Iterator
 
 import strawberry
 from graphql import GraphQLError, GraphQLSyntaxError, get_operation_ast
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from starlette.requests import Request
-from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
+from graph.errors import DEADLINE_EXCEEDED, INTERNAL_SERVER_ERROR, UNEXPECTED
 from graph.errors import _extensions as typed_extensions
 from graph.limits import QUERY_TOO_COMPLEX, parse_refused
-from graph.logs import current_request
-from graph.middleware import DEADLINE_EXCEEDED, INTERNAL_SERVER_ERROR, UNEXPECTED, error_response
+from graph.requests import current_request
 from resolvers.metrics import OPEN_SUBSCRIPTIONS, REQUESTS
 
 GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
@@ -144,19 +140,3 @@ class OperationMetrics(SchemaExtension):
                 info.operation = label  # for the access line
             if outcome is not None:
                 REQUESTS.labels(label, outcome).inc()
-
-
-async def metrics(request: Request) -> Response:
-    """Prometheus text format; behind METRICS_TOKEN when that is set."""
-    token = request.app.state.services.settings.metrics_token
-    if token is not None:
-        expected = f"Bearer {token.get_secret_value()}".encode()
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
-            return error_response(
-                401,
-                "GET /metrics needs its bearer token.",
-                "UNAUTHENTICATED",
-                headers={"www-authenticate": "Bearer"},
-            )
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

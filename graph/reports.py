@@ -255,14 +255,14 @@ def report_request(
 async def provisioning_report(
     info: strawberry.Info, input: ProvisioningReportInput
 ) -> ProvisioningReport:
-    request, errors = report_request(input, info.context.services.settings.report_max_devices)
+    request, errors = report_request(input, info.context.services.limits.report_max_devices)
     if request is None:
         raise user_error("; ".join(f"{'.'.join(e.field)}: {e.message}" for e in errors), "input")
     services = info.context.services
     progress = Progress(cost=info.context.cost)
     spec = spec_json(request)
     report = await run_report(
-        services.upstream, spec, progress, services.settings.upstream_concurrency
+        services.upstream, spec, progress, services.limits.upstream_concurrency
     )
     return report_of(report_json(report, spec))
 
@@ -270,7 +270,7 @@ async def provisioning_report(
 async def start_provisioning_report(
     info: strawberry.Info, input: ProvisioningReportInput
 ) -> StartProvisioningReportPayload:
-    request, errors = report_request(input, info.context.services.settings.report_max_devices)
+    request, errors = report_request(input, info.context.services.limits.report_max_devices)
     if request is None:
         return StartProvisioningReportPayload(job=None, user_errors=errors)
     try:

@@ -84,7 +84,7 @@ class Authenticator:
 
     async def authenticate(self, authorization: str | None, *, local: bool) -> Principal:
         """The caller ``authorization`` names. ``local``: the request was made on this
-        host directly (``graph.development.is_local``), which switched-off authentication
+        host directly (``server.development.is_local``), which switched-off authentication
         and the development token require."""
         if self.disabled:
             if not local:

@@ -13,16 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
-from graph.auth import Authentication, check_settings, jwt_verifier
-from graph.context import Services
-from graph.development import announce, wants_development_token
-from graph.exports import FAILURES_HEADER, history_csv, report_csv
-from graph.http import GraphQLApp
-from graph.middleware import REQUEST_ID_HEADER, BodyLimit, Deadline, ErrorShape, RequestContext
-from graph.observability import metrics
-from graph.ratelimit import RateLimit, RateLimits
 from graph.schema import schema
-from graph.settings import SIMULATOR_MOUNT, Settings
 from resolvers.auth import Authenticator
 from resolvers.cache import UpstreamCache, backend_from_url
 from resolvers.cursors import CursorCodec
@@ -34,6 +25,18 @@ from resolvers.recipes import RecipeStore
 from resolvers.resilience import CircuitBreaker, Resilience, RetryPolicy, per_second_limiter
 from resolvers.tokens import TokenStore
 from resolvers.upstream import CachePolicy, Upstream
+from server.auth import Authentication, check_settings, jwt_verifier
+from server.development import announce, wants_development_token
+from server.exports import FAILURES_HEADER, history_csv, report_csv
+from server.http import GraphQLApp
+from server.metrics import metrics
+from server.middleware.body_limit import BodyLimit
+from server.middleware.deadline import Deadline
+from server.middleware.error_shape import ErrorShape
+from server.middleware.request_context import REQUEST_ID_HEADER, RequestContext
+from server.ratelimit import RateLimit, RateLimits
+from server.services import ServerServices, services_of
+from server.settings import SIMULATOR_MOUNT, Settings
 from soap.client import UwsClient
 from soap.errors import UpstreamError
 from soap.simulator.server import Simulator
@@ -44,17 +47,12 @@ DEFAULT_CURSOR_SECRET = Settings.model_fields["cursor_secret"].default
 """Good for development only: it is in the source for anyone to read."""
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
 async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
 async def readyz(request: Request) -> JSONResponse:
-    services = _services(request)
+    services = services_of(request)
     settings = services.settings
     checks = await readiness(
         settings.upstream_url, services.engine, settings.cache_url, settings.broker_url
@@ -159,15 +157,16 @@ def create_app(
             jwt_leeway_s=settings.auth_jwt_leeway_s,
             clock=clock or time.time,
         )
-        app.state.services = Services(
-            settings=settings,
-            uws=uws,
+        app.state.services = ServerServices(
             upstream=upstream,
-            engine=engine,
             cursors=CursorCodec(settings.cursor_secret.get_secret_value()),
             recipes=recipes,
             hub=hub,
             jobs=jobs,
+            limits=settings.limits(),
+            settings=settings,
+            uws=uws,
+            engine=engine,
             authenticator=authenticator,
             rate_limits=rate_limits,
         )

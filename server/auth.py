@@ -19,13 +19,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.exceptions import ConnectionRejectionError
 
 from graph.context import Context
-from graph.development import client_address, is_local, is_loopback
-from graph.middleware import error_response, route_path
-from graph.ratelimit import RateLimited, RateLimits, too_many_requests
-from graph.settings import SIMULATOR_MOUNT, Settings
 from models.principal import ANONYMOUS, Principal
 from resolvers.auth import Authenticator, Unauthenticated
 from resolvers.identity import JwtVerifier
+from server.development import client_address, is_local, is_loopback
+from server.ratelimit import RateLimited, RateLimits, too_many_requests
+from server.responses import error_response, route_path
+from server.services import services_of, services_of_context
+from server.settings import SIMULATOR_MOUNT, Settings
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,8 @@ def principal_of(connection: HTTPConnection) -> Principal:
 
 
 async def _authenticate(connection: HTTPConnection, authorization: str | None) -> Principal:
-    authenticator: Authenticator = connection.app.state.services.authenticator
-    limits: RateLimits = connection.app.state.services.rate_limits
+    authenticator: Authenticator = services_of(connection).authenticator
+    limits: RateLimits = services_of(connection).rate_limits
     # The bind is checked at startup, but a proxy, a tunnel or a rebound name reaches a
     # loopback bind too: switched-off authentication and the development token serve
     # only requests made on this host directly.
@@ -155,7 +156,7 @@ async def upgrade_principal(connection: HTTPConnection) -> Principal:
     """The caller the WebSocket upgrade request's header names; ANONYMOUS until
     ``connection_init`` says otherwise."""
     authorization = connection.headers.get("authorization")
-    authenticator: Authenticator = connection.app.state.services.authenticator
+    authenticator: Authenticator = services_of(connection).authenticator
     if authorization is None and not authenticator.disabled:
         return ANONYMOUS
     try:
@@ -182,14 +183,14 @@ def _init_authorization(params: Mapping[str, object] | None) -> str | None:
 async def authenticate_connection_init(context: Context) -> None:
     """Sets the socket's caller from ``connection_init``, or rejects the connection
     (``RateLimited`` when its address has had too many credentials refused)."""
-    authenticator = context.services.authenticator
+    authenticator = services_of_context(context).authenticator
     # Switched off, the upgrade already decided (loopback connections only).
     authorization = (
         None if authenticator.disabled else _init_authorization(context.connection_params)
     )
     try:
         if authorization is not None:
-            context.principal = await context.services.rate_limits.authenticate(
+            context.principal = await services_of_context(context).rate_limits.authenticate(
                 context.client_address,
                 lambda: authenticator.authenticate(authorization, local=context.local),
             )

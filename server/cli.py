@@ -10,10 +10,10 @@ import sys
 
 import uvicorn
 
-from graph.logs import configure_logging
-from graph.settings import SIMULATOR_MOUNT
-from graph.startup import StartupProblem, check_database, listening_socket, read_settings
-from graph.token_commands import add_commands as add_token_commands
+from server.logs import configure_logging
+from server.settings import SIMULATOR_MOUNT
+from server.startup import StartupProblem, check_database, listening_socket, read_settings
+from server.token_commands import add_commands as add_token_commands
 
 STARTUP_FAILURE = 3
 """uvicorn's exit status when the application failed to start."""
@@ -31,7 +31,7 @@ def _run(server: uvicorn.Server, sock: socket.socket) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from graph.app import create_app
+    from server.app import create_app
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if args.dev:
@@ -58,7 +58,7 @@ def _serve(args: argparse.Namespace) -> None:
             app,
             log_level=configured.log_level,
             log_config=None,  # configure_logging's, for uvicorn's own lines too
-            access_log=False,  # graph.middleware writes one line per request, with its id
+            access_log=False,  # RequestContext writes one line per request, with its id
             ws_max_size=configured.max_body_bytes,  # a WebSocket message is bounded too
         )
     )

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 
-from graph.settings import Settings
+from server.settings import Settings
 
 log = logging.getLogger(__name__)
 

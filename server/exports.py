@@ -26,15 +26,12 @@ from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from graph.auth import principal_of
-from graph.context import Services
 from graph.devices import DeviceIdentifierKind, identifier_record
 from graph.errors import BAD_USER_INPUT
 from graph.history import range_error
-from graph.logs import current_request
-from graph.middleware import error_response
 from graph.permissions import FORBIDDEN
 from graph.reports import TIME_ZONE_EXPECTED, job_id_of
+from graph.requests import current_request
 from models.devices import DeviceIdentifier as IdentifierRecord
 from models.events import ProvisioningEvent
 from models.instants import InvalidInstant, format_api_instant, parse_instant
@@ -52,6 +49,9 @@ from resolvers.reports import (
     time_zone,
 )
 from resolvers.upstream import Cost
+from server.auth import principal_of
+from server.responses import error_response
+from server.services import services_of
 from soap.contract import DEVICE_NOT_FOUND
 from soap.errors import UpstreamError, UpstreamFault, UpstreamTimeout
 
@@ -162,7 +162,7 @@ async def history_csv(request: Request) -> Response:
     _serving("provisioningHistoryCsv")
     if refusal := _forbidden(request, HISTORY_READ):
         return refusal
-    services: Services = request.app.state.services
+    services = services_of(request)
     try:
         device = _device(
             request.query_params.get("kind", ""), request.query_params.get("identifier", "")
@@ -258,7 +258,7 @@ async def report_csv(request: Request) -> Response:
     _serving("provisioningReportCsv")
     if refusal := _forbidden(request, REPORTS_READ):
         return refusal
-    services: Services = request.app.state.services
+    services = services_of(request)
     job_id = request.query_params.get("jobId")
     if job_id is not None:
         try:

@@ -28,12 +28,13 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
-from graph.auth import authenticate_connection_init, principal_of, upgrade_principal
-from graph.context import Context, context_for
-from graph.development import graphiql_page
-from graph.sockets import LegacyHandler, TransportHandler
+from graph.context import Context
 from models.principal import ANONYMOUS
 from models.text import UNSTORABLE_RULE, storable
+from server.auth import authenticate_connection_init, principal_of, upgrade_principal
+from server.development import graphiql_page
+from server.services import context_for, services_of_context
+from server.sockets import LegacyHandler, TransportHandler
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 MAX_JSON_DEPTH = 32
@@ -188,7 +189,7 @@ class GraphQLApp(GraphQL):
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         await authenticate_connection_init(context)
         # A handshake counts against its credential's rate limit, as a request does.
-        await context.services.rate_limits.check_request(context.principal)
+        await services_of_context(context).rate_limits.check_request(context.principal)
         return UNSET
 
     def decode_json(self, data: str | bytes) -> object:

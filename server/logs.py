@@ -5,49 +5,16 @@ shown as its type, a scrubbed message and the line of this project's code it cam
 (The module is not called ``logging`` so that it can never shadow the standard library's.)
 """
 
-import asyncio
 import logging
 import re
 import sys
-from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
-
-@dataclass
-class RequestInfo:
-    """What the log line and the metrics of one HTTP request or WebSocket need."""
-
-    id: str
-    operation: str | None = None
-    """The GraphQL operation, as labelled in the metrics."""
-    export: str | None = None
-    """The CSV export served, as labelled in the metrics."""
-    outcome: str | None = None
-    """An error code when the request failed; None while all is well."""
-    deadline: asyncio.Timeout | None = None
-    """The request's deadline, if it has one."""
-
-
-_current: ContextVar[RequestInfo | None] = ContextVar("request", default=None)
-
-
-def current_request() -> RequestInfo | None:
-    return _current.get()
-
-
-def enter_request(info: RequestInfo) -> object:
-    """Makes ``info`` current for this task and those it starts; returns the reset token."""
-    return _current.set(info)
-
-
-def leave_request(token: object) -> None:
-    _current.reset(token)  # type: ignore[arg-type]
-
+from graph.requests import current_request
 
 _SQL = re.compile(r"\[(SQL|parameters):.*", re.DOTALL)  # SQLAlchemy appends both
 _MARKUP = re.compile(r"<.*", re.DOTALL)  # an XML or HTML document, e.g. a SOAP envelope
@@ -102,7 +69,7 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 class _RequestId(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        info = _current.get()
+        info = current_request()
         if info is not None:
             record.request_id = info.id
         return True

@@ -31,11 +31,11 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from graph.development import client_address
-from graph.middleware import error_response, route_path
 from models.principal import Principal
 from resolvers.auth import Unauthenticated
 from resolvers.metrics import RATE_LIMITED
+from server.development import client_address
+from server.responses import error_response, route_path
 
 RATE_LIMITED_CODE = "RATE_LIMITED"
 CHECKS_PER_ADDRESS = 4

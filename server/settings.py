@@ -6,7 +6,8 @@ from limits import parse
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from soap.simulator.server import MOUNT as SIMULATOR_MOUNT
+from graph.context import Limits
+from soap.simulator import MOUNT as SIMULATOR_MOUNT
 
 SIMULATOR_USERNAME = "demo"
 
@@ -318,6 +319,19 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address to bind.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port to bind.")
     log_level: str = Field(default="info", description="Python log level name.")
+
+    def limits(self) -> Limits:
+        """What these settings bound in the GraphQL layer."""
+        return Limits(
+            max_query_depth=self.max_query_depth,
+            max_query_tokens=self.max_query_tokens,
+            max_query_aliases=self.max_query_aliases,
+            max_query_cost=self.max_query_cost,
+            max_upstream_calls_per_request=self.max_upstream_calls_per_request,
+            report_max_devices=self.report_max_devices,
+            upstream_concurrency=self.upstream_concurrency,
+            cache_ttl_recent_s=self.cache_ttl_recent_s,
+        )
 
     @property
     def uses_simulator(self) -> bool:

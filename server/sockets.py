@@ -39,10 +39,11 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
 from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage
 from strawberry.types.graphql import OperationType
 
-from graph.auth import UNAUTHENTICATED
 from graph.context import Context
-from graph.ratelimit import RateLimited, Socket
 from resolvers.auth import Unauthenticated
+from server.auth import UNAUTHENTICATED
+from server.ratelimit import RateLimited, Socket
+from server.services import services_of_context
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class _Guard:
 
     def start(self) -> None:
         """Once, when the socket is acknowledged (its credential never changes after)."""
-        self._context.services.rate_limits.join(self._context.principal, self._socket)
+        services_of_context(self._context).rate_limits.join(self._context.principal, self._socket)
         self._watch = asyncio.create_task(self._watch_credential())
 
     async def stop(self) -> None:
@@ -95,12 +96,12 @@ class _Guard:
         self._watch.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._watch
-        self._context.services.rate_limits.leave(self._context.principal, self._socket)
+        services_of_context(self._context).rate_limits.leave(self._context.principal, self._socket)
 
     async def _recheck(self) -> None:
         """Raises ``Unauthenticated`` once the credential no longer holds."""
         try:
-            await self._context.services.authenticator.recheck(
+            await services_of_context(self._context).authenticator.recheck(
                 self._context.authorization, local=self._context.local
             )
         except Unauthenticated:
@@ -112,8 +113,8 @@ class _Guard:
             log.warning("re-checking a WebSocket's token failed: %s", type(error).__name__)
 
     async def _watch_credential(self) -> None:
-        authenticator = self._context.services.authenticator
-        interval = self._context.services.settings.ws_recheck_s
+        authenticator = services_of_context(self._context).authenticator
+        interval = services_of_context(self._context).settings.ws_recheck_s
         while True:
             delay = interval
             seconds_left = authenticator.seconds_left(self._context.authorization)
@@ -133,7 +134,7 @@ class _Guard:
         """Why one more operation may not start, as a GraphQL error; None when it may.
         ``Unauthenticated`` when the credential no longer holds."""
         await self._recheck()
-        limits = self._context.services.rate_limits
+        limits = services_of_context(self._context).rate_limits
         principal = self._context.principal
         try:
             await limits.check_request(principal)

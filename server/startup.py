@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InvalidRequestError
 
-from graph.logs import scrub
-from graph.settings import Settings
 from resolvers.database import alembic_config, create_engine
+from server.logs import scrub
+from server.settings import Settings
 
 BACKLOG = 2048
 """Connections the kernel queues until the server accepts them (uvicorn's default)."""

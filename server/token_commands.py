@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
-from graph.startup import check_database, read_settings
 from models.principal import SCOPES
 from resolvers.database import create_engine, migrate, sessions
 from resolvers.tokens import READ_SCOPES, InvalidTokenRequest, TokenStore, state
+from server.startup import check_database, read_settings
 
 
 @asynccontextmanager

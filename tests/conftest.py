@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from support import POSTGRES_URL, REDIS_URL, Api, api_server, fresh_postgres, require_service
 
-from graph.settings import SIMULATOR_MOUNT
+from server.settings import SIMULATOR_MOUNT
 from soap.client import UwsClient
 from soap.simulator.background import serving
 from soap.simulator.fleet import Fleet

@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from gql.transport.websockets import WebsocketsTransport
 
-from graph.app import create_app
-from graph.settings import Settings
 from models.principal import ALL_ORGANIZATIONS, SCOPES
 from resolvers.database import alembic_config
+from server.app import create_app
+from server.settings import Settings
 from soap.simulator.background import listening_socket, serving, serving_process
 from soap.simulator.fleet import Fleet
 from soap.simulator.server import Simulator
@@ -176,7 +176,7 @@ def embedded_service(tmp_path: Path, **overrides: object) -> Iterator[str]:
 @contextmanager
 def server_process(**environment: str) -> Iterator[str]:
     """The service in a process of its own; yields its URL."""
-    with serving_process("graph.app:create_app", {**auth_environment(), **environment}) as served:
+    with serving_process("server.app:create_app", {**auth_environment(), **environment}) as served:
         yield served.url
 
 

@@ -7,8 +7,8 @@ import httpx
 import pytest
 from support import embedded_service
 
-from graph.app import create_app
-from graph.settings import SIMULATOR_MOUNT, Settings
+from server.app import create_app
+from server.settings import SIMULATOR_MOUNT, Settings
 from soap.simulator.background import listening_socket
 
 DATA = Path(__file__).parent / "data"

@@ -28,14 +28,14 @@ from starlette.routing import Route
 from support import AUDIENCE, ISSUER, PUBLIC_KEY, SIGNING_KEY, Api, api_server, bearer
 from test_recipes_api import CREATE, ORG, OTHER_ORG, full_input
 
-from graph.app import create_app
-from graph.settings import Settings
 from models.principal import SCOPES
 from models.tokens import ApiToken
 from resolvers.auth import Unauthenticated
 from resolvers.database import create_engine, migrate, sessions
 from resolvers.identity import JwtVerifier
 from resolvers.tokens import InvalidTokenRequest, TokenStore
+from server.app import create_app
+from server.settings import Settings
 from soap.simulator.background import serving
 
 WAIT_S = 30  # an upper bound for an answer, never a synchronisation

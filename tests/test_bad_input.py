@@ -11,8 +11,8 @@ from gql import Client, GraphQLRequest, gql
 from support import Api, document
 from test_recipes_api import RECIPES, create, full_input
 
-from graph.http import MAX_JSON_DEPTH
 from models.instants import InvalidInstant, format_instant, parse_instant
+from server.http import MAX_JSON_DEPTH
 
 CREATE = document("CreateRecipe")
 CREATED = gql(document("RecipeCreated"))

@@ -16,11 +16,11 @@ import websockets
 from support import Api, api_server, embedded_service, schema_at
 from test_auth import WAIT_S, assert_unauthenticated, printed_token
 
-from graph.settings import SIMULATOR_MOUNT
 from models.principal import ALL_ORGANIZATIONS, SCOPES
 from resolvers.auth import Unauthenticated
 from resolvers.database import create_engine, sessions
 from resolvers.tokens import TokenStore
+from server.settings import SIMULATOR_MOUNT
 from soap.simulator.background import serving
 from soap.simulator.server import create_app as standalone_simulator
 

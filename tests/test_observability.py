@@ -13,8 +13,8 @@ from support import Api, api_server
 from test_recipes_api import create
 from test_subscriptions import CREATED, receive, subscription
 
-from graph.logs import configure_logging, scrub
 from graph.relay import global_id
+from server.logs import configure_logging, scrub
 
 JOB = global_id("ProvisioningReportJob", "0123456789abcdef0123456789abcdef")
 LEAKS = ("Traceback", "SELECT", "[SQL", "report_jobs", "sqlite3", "<soap", "Bearer ey")
@@ -114,7 +114,7 @@ async def test_a_failing_export_answers_a_masked_500(api, tmp_path, logs):
         ]
     }
     levels = [(line["logger"], line["level"]) for line in logs.of(request_id)]
-    assert levels == [("graph.middleware", "ERROR"), ("provgraph.access", "INFO")]
+    assert levels == [("server.middleware.request_context", "ERROR"), ("provgraph.access", "INFO")]
 
 
 async def test_a_sane_request_id_is_kept_and_any_other_replaced(api, logs):

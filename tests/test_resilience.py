@@ -18,7 +18,6 @@ from aiolimiter import AsyncLimiter
 from prometheus_client import REGISTRY
 from support import Api, api_server
 
-from graph.settings import Settings
 from models.devices import DeviceIdentifier
 from models.events import HistoryWindow
 from models.instants import parse_instant
@@ -31,6 +30,7 @@ from resolvers.resilience import (
     per_second_limiter,
 )
 from resolvers.upstream import CachePolicy, Cost, Upstream
+from server.settings import Settings
 from soap.errors import UpstreamTimeout, UpstreamUnavailable
 
 HISTORY_OP = "GetDeviceProvisioningHistory"

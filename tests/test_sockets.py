@@ -20,8 +20,8 @@ from test_auth import token_store
 from test_reports import RANGE, START, ident, ordinary
 from test_resilience import Clock
 
-from graph.ratelimit import CHECKS_PER_ADDRESS
 from models.principal import ALL_ORGANIZATIONS, SCOPES
+from server.ratelimit import CHECKS_PER_ADDRESS
 
 WAIT_S = 30  # an upper bound for an answer or a close, never a synchronisation
 TRANSPORT, LEGACY = "graphql-transport-ws", "graphql-ws"
@@ -240,7 +240,9 @@ async def test_a_token_store_outage_does_not_close_an_open_socket(
             assert answer["type"] == data_type(protocol)
             await opened.start("2", "{ __typename }")
             assert (await opened.answer("2"))["type"] == data_type(protocol)
-    warnings = [r for r in caplog.records if r.name == "graph.sockets" and r.levelname == "WARNING"]
+    warnings = [
+        r for r in caplog.records if r.name == "server.sockets" and r.levelname == "WARNING"
+    ]
     assert warnings
     assert issued.secret not in caplog.text
 

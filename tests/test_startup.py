@@ -18,8 +18,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from graph.app import DEFAULT_CURSOR_SECRET, create_app
-from graph.settings import Settings
+from server.app import DEFAULT_CURSOR_SECRET, create_app
+from server.settings import Settings
 
 WAIT_S = 60  # an upper bound for the process, never a synchronisation
 ROOT = Path(__file__).parent.parent

@@ -15,7 +15,7 @@ import asyncio
 import os
 import re
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from operator import attrgetter
 from xml.sax.saxutils import escape
 
@@ -41,6 +41,7 @@ from soap.contract import (
     V2,
     soap_action,
 )
+from soap.simulator import MOUNT
 from soap.simulator.fleet import ACCOUNT, Fleet, SimDevice
 from soap.simulator.state import FAILURE_KINDS, SimulatorState
 
@@ -183,7 +184,7 @@ class Simulator:
         request: Request,
         path: str,
         interface: str,
-        handlers: dict[str, Callable[[etree._Element, str | None], str]],
+        handlers: Mapping[str, Callable[[etree._Element, str | None], str]],
     ) -> Response:
         if request.method == "GET":
             if "wsdl" not in {key.lower() for key in request.query_params}:
@@ -199,7 +200,7 @@ class Simulator:
         call = envelope.find(f"{{{SOAP_ENV}}}Body/*")
         operation = etree.QName(call).localname if call is not None else ""
         action = request.headers.get("soapaction", "").strip('"')
-        if operation not in handlers or action != soap_action(interface, operation):
+        if call is None or operation not in handlers or action != soap_action(interface, operation):
             return _fault(
                 "a:ActionNotSupported",
                 f"The action '{action}' cannot be processed at the receiver.",
@@ -334,10 +335,14 @@ class Simulator:
     @staticmethod
     def _range(call: etree._Element) -> tuple[int, int]:
         window = call.find(f"{{{V2}}}Input/{{{DEVICE}}}OccurredAtFilter")
+        earliest_text = latest_text = ""
+        if window is not None:
+            earliest_text = window.findtext(f"{{{DEVICE}}}Earliest") or ""
+            latest_text = window.findtext(f"{{{DEVICE}}}Latest") or ""
         try:
-            earliest = parse_instant(window.findtext(f"{{{DEVICE}}}Earliest") or "")
-            latest = parse_instant(window.findtext(f"{{{DEVICE}}}Latest") or "")
-        except (AttributeError, InvalidInstant):
+            earliest = parse_instant(earliest_text)
+            latest = parse_instant(latest_text)
+        except InvalidInstant:
             raise Fault(
                 "DeviceService.INPUT_INVALID.OccurredAtFilter",
                 "OccurredAtFilter needs Earliest and Latest as xs:dateTime values.",
@@ -395,10 +400,6 @@ class Simulator:
     def _log_out(self, call: etree._Element, token: str | None) -> str:
         self.state.log_out(call.findtext(f"{{{V2}}}Input/{{{SESSION}}}SessionToken") or "")
         return ""
-
-
-MOUNT = "/simulator/api/v2"
-"""Where the simulator sits in a server, mirroring the real service's <host>/api/v2."""
 
 
 def create_app() -> Starlette:

@@ -1,0 +1,1 @@
+"""Pure ASGI middleware, one per module; each passes the scope types it does not handle through."""

@@ -1,10 +1,8 @@
 """The Starlette application: health endpoints, the embedded simulator, the GraphQL API."""
 
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -14,19 +12,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from graph.schema import schema
-from resolvers.auth import Authenticator
-from resolvers.cache import UpstreamCache, backend_from_url
-from resolvers.cursors import CursorCodec
-from resolvers.database import create_engine, migrate, sessions
-from resolvers.events import EventHub, broker_from_url
 from resolvers.health import is_ready, readiness
-from resolvers.jobs import ReportJobs
-from resolvers.recipes import RecipeStore
-from resolvers.resilience import CircuitBreaker, Resilience, RetryPolicy, per_second_limiter
-from resolvers.tokens import TokenStore
-from resolvers.upstream import CachePolicy, Upstream
 from server.auth import Authentication, check_settings, jwt_verifier
-from server.development import announce, wants_development_token
+from server.development import announce
 from server.exports import FAILURES_HEADER, history_csv, report_csv
 from server.http import GraphQLApp
 from server.metrics import metrics
@@ -35,10 +23,8 @@ from server.middleware.deadline import Deadline
 from server.middleware.error_shape import ErrorShape
 from server.middleware.request_context import REQUEST_ID_HEADER, RequestContext
 from server.ratelimit import RateLimit, RateLimits
-from server.services import ServerServices, services_of
+from server.services import open_services, services_of
 from server.settings import SIMULATOR_MOUNT, Settings
-from soap.client import UwsClient
-from soap.errors import UpstreamError
 from soap.simulator.server import Simulator
 
 log = logging.getLogger(__name__)
@@ -77,7 +63,7 @@ def create_app(
     circuit's cool-down, a WebSocket's JWT expiry) in tests.
     """
     settings = settings or Settings()
-    credentials = settings.upstream_credentials()
+    settings.upstream_credentials()  # fails now, not at the first request, when unset
     check_settings(settings)
     jwts = jwt_verifier(settings)
     rate_limits = RateLimits(
@@ -94,99 +80,24 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        uws = await UwsClient.open(
-            settings.upstream_url,
-            timeout_s=settings.uws_timeout_s,
-            max_in_flight=settings.upstream_concurrency,
-            **credentials,
-        )
-        engine = create_engine(settings.database_url)
-        if engine.dialect.name == "sqlite":
-            await migrate(engine)  # the embedded default sets itself up
-        recipes = RecipeStore(sessions(engine))
-        tokens = TokenStore(sessions(engine))
-        hub = EventHub(
-            recipes,
-            broker_from_url(settings.broker_url),
-            queue_size=settings.subscriber_queue_size,
-            poll_s=settings.events_poll_s,
-            retention=timedelta(seconds=settings.outbox_retention_s),
-        )
-        await hub.start()
-        retry = RetryPolicy(
-            settings.upstream_retry_attempts,
-            settings.upstream_retry_base_delay_s,
-            settings.upstream_retry_max_delay_s,
-        )
-        resilience = Resilience(
-            retry,
-            CircuitBreaker(
-                settings.upstream_circuit_threshold,
-                settings.upstream_circuit_cooldown_s,
-                clock or time.monotonic,
-            ),
-            per_second_limiter(settings.upstream_calls_per_second)
-            if settings.upstream_calls_per_second is not None
-            else None,
-        )
-        cache = UpstreamCache(
-            backend_from_url(settings.cache_url, settings.cache_max_bytes),
-            # Other replicas wait out a load this long: every attempt and backoff of it.
-            lock_ttl_s=retry.attempts * (settings.uws_timeout_s + retry.max_delay_s) + 1,
-            stale_for_s=settings.cache_stale_for_s,
-            clock=clock or time.time,
-        )
-        policy = CachePolicy(
-            settle_s=settings.cache_settle_s,
-            immutable_ttl_s=settings.cache_ttl_immutable_s,
-            recent_ttl_s=settings.cache_ttl_recent_s,
-            device_list_ttl_s=settings.device_list_ttl_s,
-        )
-        upstream = Upstream(uws, cache, policy, resilience, clock or time.time)
-        jobs = ReportJobs(
-            sessions(engine),
-            upstream,
-            settings.upstream_concurrency,
-            max_per_owner=settings.max_report_jobs_per_credential,
-        )
-        authenticator = Authenticator(
-            tokens,
-            jwts,
-            disabled=settings.auth_disabled,
-            development=wants_development_token(settings),
-            jwt_leeway_s=settings.auth_jwt_leeway_s,
-            clock=clock or time.time,
-        )
-        app.state.services = ServerServices(
-            upstream=upstream,
-            cursors=CursorCodec(settings.cursor_secret.get_secret_value()),
-            recipes=recipes,
-            hub=hub,
-            jobs=jobs,
-            limits=settings.limits(),
-            settings=settings,
-            uws=uws,
-            engine=engine,
-            authenticator=authenticator,
-            rate_limits=rate_limits,
-        )
-        if authenticator.development_token is not None:
-            announce(authenticator.development_token)
-        try:
-            yield
-        finally:
-            await jobs.stop()
-            if jwts is not None:
-                await jwts.aclose()
-            await hub.stop()
-            await cache.close()
+        async with open_services(settings, rate_limits, jwts, clock) as services:
+            app.state.services = services
+            if services.authenticator.development_token is not None:
+                announce(services.authenticator.development_token)
             try:
-                await uws.log_out()
-            except UpstreamError as exc:
-                log.info("upstream log-out at shutdown failed: %s", exc)
-            await uws.aclose()
-            await engine.dispose()
+                yield
+            finally:
+                if jwts is not None:
+                    await jwts.aclose()
 
+    return Starlette(
+        routes=_routes(settings, simulator),
+        lifespan=lifespan,
+        middleware=_middleware(settings, rate_limits),
+    )
+
+
+def _routes(settings: Settings, simulator: Simulator | None) -> list[BaseRoute]:
     # Browsers' cross-origin handshakes are refused unless ALLOWED_ORIGINS lists the origin.
     graphql = GraphQLApp(
         schema, keep_alive=True, keep_alive_interval=15, allowed_origins=settings.allowed_origins
@@ -203,7 +114,11 @@ def create_app(
     if settings.uses_simulator:
         simulator = simulator or Simulator(control=settings.simulator_control)
         routes.append(Mount(SIMULATOR_MOUNT, app=simulator.app))
-    middleware = [
+    return routes
+
+
+def _middleware(settings: Settings, rate_limits: RateLimits) -> list[Middleware]:
+    return [
         Middleware(RequestContext, quiet=(SIMULATOR_MOUNT,)),
         Middleware(ErrorShape, exempt=(SIMULATOR_MOUNT,)),
         Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
@@ -224,4 +139,3 @@ def create_app(
             paths=("/graphql", "/exports/"),
         ),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)

@@ -1,6 +1,11 @@
 """What the server holds for the process's lifetime, around the GraphQL layer's services."""
 
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
@@ -8,10 +13,23 @@ from starlette.requests import HTTPConnection
 from graph.context import Context, Services
 from models.principal import Principal
 from resolvers.auth import Authenticator
-from server.development import client_address, is_local
+from resolvers.cache import UpstreamCache, backend_from_url
+from resolvers.cursors import CursorCodec
+from resolvers.database import create_engine, migrate, sessions
+from resolvers.events import EventHub, broker_from_url
+from resolvers.identity import JwtVerifier
+from resolvers.jobs import ReportJobs
+from resolvers.recipes import RecipeStore
+from resolvers.resilience import CircuitBreaker, Resilience, RetryPolicy, per_second_limiter
+from resolvers.tokens import TokenStore
+from resolvers.upstream import CachePolicy, Upstream
+from server.development import client_address, is_local, wants_development_token
 from server.ratelimit import RateLimits
 from server.settings import Settings
 from soap.client import UwsClient
+from soap.errors import UpstreamError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,3 +61,103 @@ def context_for(connection: HTTPConnection, principal: Principal) -> Context:
         local=is_local(connection),
         client_address=client_address(connection),
     )
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings,
+    rate_limits: RateLimits,
+    jwts: JwtVerifier | None,
+    clock: Callable[[], float] | None = None,
+) -> AsyncIterator[ServerServices]:
+    """The composition root: every service the process shares, built from ``settings``
+    (``clock`` stands in for time in tests), and closed again when the block ends."""
+    credentials = settings.upstream_credentials()
+    uws = await UwsClient.open(
+        settings.upstream_url,
+        timeout_s=settings.uws_timeout_s,
+        max_in_flight=settings.upstream_concurrency,
+        **credentials,
+    )
+    engine = create_engine(settings.database_url)
+    if engine.dialect.name == "sqlite":
+        await migrate(engine)  # the embedded default sets itself up
+    recipes = RecipeStore(sessions(engine))
+    tokens = TokenStore(sessions(engine))
+    hub = EventHub(
+        recipes,
+        broker_from_url(settings.broker_url),
+        queue_size=settings.subscriber_queue_size,
+        poll_s=settings.events_poll_s,
+        retention=timedelta(seconds=settings.outbox_retention_s),
+    )
+    await hub.start()
+    retry = RetryPolicy(
+        settings.upstream_retry_attempts,
+        settings.upstream_retry_base_delay_s,
+        settings.upstream_retry_max_delay_s,
+    )
+    resilience = Resilience(
+        retry,
+        CircuitBreaker(
+            settings.upstream_circuit_threshold,
+            settings.upstream_circuit_cooldown_s,
+            clock or time.monotonic,
+        ),
+        per_second_limiter(settings.upstream_calls_per_second)
+        if settings.upstream_calls_per_second is not None
+        else None,
+    )
+    cache = UpstreamCache(
+        backend_from_url(settings.cache_url, settings.cache_max_bytes),
+        # Other replicas wait out a load this long: every attempt and backoff of it.
+        lock_ttl_s=retry.attempts * (settings.uws_timeout_s + retry.max_delay_s) + 1,
+        stale_for_s=settings.cache_stale_for_s,
+        clock=clock or time.time,
+    )
+    policy = CachePolicy(
+        settle_s=settings.cache_settle_s,
+        immutable_ttl_s=settings.cache_ttl_immutable_s,
+        recent_ttl_s=settings.cache_ttl_recent_s,
+        device_list_ttl_s=settings.device_list_ttl_s,
+    )
+    upstream = Upstream(uws, cache, policy, resilience, clock or time.time)
+    jobs = ReportJobs(
+        sessions(engine),
+        upstream,
+        settings.upstream_concurrency,
+        max_per_owner=settings.max_report_jobs_per_credential,
+    )
+    authenticator = Authenticator(
+        tokens,
+        jwts,
+        disabled=settings.auth_disabled,
+        development=wants_development_token(settings),
+        jwt_leeway_s=settings.auth_jwt_leeway_s,
+        clock=clock or time.time,
+    )
+    services = ServerServices(
+        upstream=upstream,
+        cursors=CursorCodec(settings.cursor_secret.get_secret_value()),
+        recipes=recipes,
+        hub=hub,
+        jobs=jobs,
+        limits=settings.limits(),
+        settings=settings,
+        uws=uws,
+        engine=engine,
+        authenticator=authenticator,
+        rate_limits=rate_limits,
+    )
+    try:
+        yield services
+    finally:
+        await jobs.stop()
+        await hub.stop()
+        await cache.close()
+        try:
+            await uws.log_out()
+        except UpstreamError as exc:
+            log.info("upstream log-out at shutdown failed: %s", exc)
+        await uws.aclose()
+        await engine.dispose()

@@ -1,10 +1,13 @@
-"""Relay pieces shared by the domains: Node, global ids, PageInfo, page-size checks."""
+"""Relay pieces shared by the domains: Node, global ids and their loaders, PageInfo,
+page-size checks."""
 
 import base64
 import binascii
+from collections.abc import Awaitable, Callable
 
 import strawberry
 
+from graph.context import Info
 from graph.errors import user_error
 
 MAX_PAGE = 500
@@ -31,6 +34,28 @@ def parse_global_id(value: str) -> tuple[str, list[str]]:
     if not type_name or not rest:
         raise user_error(f"{value!r} is not a valid id.", "id")
     return type_name, rest.split(":")
+
+
+NodeLoader = Callable[[Info, list[str]], Awaitable[Node | None]]
+"""Loads the node whose global id has these parts after its type name, or None."""
+
+_loaders: dict[str, NodeLoader] = {}
+
+
+def node_loader(type_name: str) -> Callable[[NodeLoader], NodeLoader]:
+    """Registers how a domain loads its nodes of ``type_name``: for ``Query.node``, and
+    for other domains that link to them without importing the domain that owns them."""
+
+    def register(load: NodeLoader) -> NodeLoader:
+        _loaders[type_name] = load
+        return load
+
+    return register
+
+
+async def load_node(info: Info, type_name: str, parts: list[str]) -> Node | None:
+    load = _loaders.get(type_name)
+    return await load(info, parts) if load is not None else None
 
 
 @strawberry.type

@@ -9,11 +9,18 @@ import socket
 import sys
 
 import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
+from graph.schema import schema
+from resolvers.database import create_engine, migrate
+from server.app import create_app
 from server.logs import configure_logging
 from server.settings import SIMULATOR_MOUNT
 from server.startup import StartupProblem, check_database, listening_socket, read_settings
 from server.token_commands import add_commands as add_token_commands
+from soap.simulator.fleet import Fleet
+from soap.simulator.server import Simulator
 
 STARTUP_FAILURE = 3
 """uvicorn's exit status when the application failed to start."""
@@ -31,8 +38,6 @@ def _run(server: uvicorn.Server, sock: socket.socket) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from server.app import create_app
-
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if args.dev:
         overrides["auth_dev_token"] = True
@@ -69,12 +74,6 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> None:
-    from starlette.applications import Starlette
-    from starlette.routing import Mount
-
-    from soap.simulator.fleet import Fleet
-    from soap.simulator.server import Simulator
-
     sock = listening_socket(args.host, args.port)
     simulator = Simulator(Fleet(seed=args.seed), control=True)
     simulator.state.knobs.latency_s = args.latency_ms / 1000
@@ -84,8 +83,6 @@ def _simulate(args: argparse.Namespace) -> None:
 
 
 def _migrate(args: argparse.Namespace) -> None:
-    from resolvers.database import create_engine, migrate
-
     url = read_settings().database_url
 
     async def run() -> None:
@@ -101,8 +98,6 @@ def _migrate(args: argparse.Namespace) -> None:
 
 
 def _schema(args: argparse.Namespace) -> None:
-    from graph.schema import schema
-
     print(schema.as_str())
 
 

@@ -26,11 +26,12 @@ from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from graph.devices import DeviceIdentifierKind, identifier_record
+from graph.devices.identifiers import DeviceIdentifierKind, identifier_record
 from graph.errors import BAD_USER_INPUT
-from graph.history import range_error
+from graph.history.connection import range_error
 from graph.permissions import FORBIDDEN
-from graph.reports import TIME_ZONE_EXPECTED, job_id_of
+from graph.reports.queries import job_id_of
+from graph.reports.types import TIME_ZONE_EXPECTED
 from graph.requests import current_request
 from models.devices import DeviceIdentifier as IdentifierRecord
 from models.events import ProvisioningEvent

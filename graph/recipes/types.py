@@ -1,30 +1,26 @@
-"""Provisioning recipes: types, queries, mutations, and their live events."""
+"""The recipe, its inputs and payloads, and the events announced about it."""
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
 
-from graph.errors import user_error
+from graph.devices.identifiers import DeviceIdentifierInput
 from graph.permissions import HISTORY_READ, needs
-from graph.relay import Node, PageInfo, global_id, page_size
+from graph.relay import Node, PageInfo, global_id, load_node
 from graph.scalars import DateTime
 from models import recipe_events
-from models.devices import DeviceIdentifier as IdentifierRecord
 from models.instants import from_datetime
-from models.recipes import OutboxEvent
 from models.recipes import ProvisioningRecipe as RecipeRow
-from resolvers.recipes import NewRecipe, Outcome, RecipeFilter, canonical_mac
 from resolvers.recipes import UserError as UserErrorRecord
 
 if TYPE_CHECKING:
-    from graph.devices import Device, DeviceIdentifierInput
+    from graph.devices.types import Device
 
-DeviceType = Annotated["Device", strawberry.lazy("graph.devices")]
-DeviceInput = Annotated["DeviceIdentifierInput", strawberry.lazy("graph.devices")]
-RECIPES_CURSOR = "r"
+DeviceType = Annotated["Device", strawberry.lazy("graph.devices.types")]
+"""Lazy: the Device type reaches recipes through its provisioningRecipes field."""
 
 
 @strawberry.enum
@@ -88,13 +84,10 @@ class ProvisioningRecipe(Node):
         extensions=needs(HISTORY_READ),
     )
     async def device(self, info: strawberry.Info) -> DeviceType | None:
-        from graph.devices import load_device
-
         if self.row.device_kind is None or self.row.device_identifier is None:
             return None
-        return await load_device(
-            info, IdentifierRecord(self.row.device_kind, self.row.device_identifier)
-        )
+        # Through the node loaders: the devices domain imports this one, not the reverse.
+        return await load_node(info, "Device", [self.row.device_kind, self.row.device_identifier])
 
     @classmethod
     def of(cls, row: RecipeRow) -> "ProvisioningRecipe":
@@ -189,7 +182,7 @@ class CreateProvisioningRecipeInput:
     device_name: str | None = None
     policy_uid: str | None = None
     location_uid: str | None = None
-    device: DeviceInput | None = strawberry.field(
+    device: DeviceIdentifierInput | None = strawberry.field(
         default=None, description="Links the recipe to an upstream device; optional."
     )
     idempotency_key: str | None = strawberry.field(
@@ -376,215 +369,3 @@ class UpdateProvisioningRecipeStatusPayload:
     recipe: ProvisioningRecipe | None
     event: DeviceProvisioningRecipeStatusUpdated | None
     user_errors: list[UserError]
-
-
-def _settle(info: strawberry.Info, outcome: Outcome) -> None:
-    if outcome.seq is not None:
-        info.context.services.hub.committed()
-
-
-async def create_provisioning_recipe(
-    info: strawberry.Info, input: CreateProvisioningRecipeInput
-) -> CreateProvisioningRecipePayload:
-    from graph.devices import identifier_record
-
-    context = info.context
-    device = None
-    if input.device is not None:
-        try:
-            device = identifier_record(input.device.kind, input.device.identifier)
-        except Exception:
-            device = None
-            return CreateProvisioningRecipePayload(
-                recipe=None,
-                event=None,
-                user_errors=[
-                    UserError(
-                        field=["input", "device", "identifier"],
-                        code="INVALID_IDENTIFIER",
-                        message="1 to 64 letters or digits.",
-                    )
-                ],
-            )
-
-    async def device_exists(identifier: IdentifierRecord) -> bool:
-        return await context.devices.load(identifier) is not None
-
-    outcome = await context.services.recipes.create(
-        NewRecipe(
-            organization_uid=input.organization_uid,
-            brand=input.brand,
-            owner_ownership_type=input.owner.ownership_type.value,
-            owner_organization_uid=input.owner.organization_uid,
-            owner_parent_company_uid=input.owner.parent_company_uid,
-            confirmed_ownership=input.confirmed_ownership,
-            serial_number=input.serial_number,
-            mac_address=input.mac_address,
-            model=input.model,
-            tag_uids=input.tag_uids,
-            device_name=input.device_name,
-            policy_uid=input.policy_uid,
-            location_uid=input.location_uid,
-            device=device,
-            idempotency_key=input.idempotency_key,
-        ),
-        context.principal,
-        device_exists,
-    )
-    _settle(info, outcome)
-    return CreateProvisioningRecipePayload(
-        recipe=ProvisioningRecipe.of(outcome.recipe) if outcome.recipe else None,
-        event=created_event(outcome.event) if outcome.event else None,
-        user_errors=[UserError.of(e) for e in outcome.errors],
-    )
-
-
-async def update_provisioning_recipe_status(
-    info: strawberry.Info, input: UpdateProvisioningRecipeStatusInput
-) -> UpdateProvisioningRecipeStatusPayload:
-    context = info.context
-    outcome = await context.services.recipes.update_status(
-        input.uid,
-        input.status.value,
-        context.principal,
-        input.error_message,
-        input.warning_message,
-    )
-    _settle(info, outcome)
-    return UpdateProvisioningRecipeStatusPayload(
-        recipe=ProvisioningRecipe.of(outcome.recipe) if outcome.recipe else None,
-        event=status_event(outcome.event) if outcome.event else None,
-        user_errors=[UserError.of(e) for e in outcome.errors],
-    )
-
-
-async def provisioning_recipe(info: strawberry.Info, uid: str) -> ProvisioningRecipe | None:
-    row = await info.context.services.recipes.get(uid, info.context.principal)
-    return ProvisioningRecipe.of(row) if row else None
-
-
-async def recipe_connection(
-    info: strawberry.Info,
-    where: RecipeFilter,
-    first: int | None,
-    after: str | None,
-    last: int | None,
-    before: str | None,
-) -> ProvisioningRecipeConnection:
-    context = info.context
-    store, codec = context.services.recipes, context.services.cursors
-    size = page_size(first, last)
-    scope = codec.scope(
-        RECIPES_CURSOR,
-        where.organization_uid,
-        where.statuses,
-        where.serial_number,
-        where.mac_address,
-        where.device,
-    )
-    bounds = {
-        name: codec.decode(value, RECIPES_CURSOR, scope, 1)[0]
-        for name, value in (("after", after), ("before", before))
-        if value is not None
-    }
-    backwards = last is not None
-    rows, more = await store.page(
-        where, context.principal, size, bounds.get("after"), bounds.get("before"), backwards
-    )
-    edges = [
-        ProvisioningRecipeEdge(
-            cursor=codec.encode(RECIPES_CURSOR, scope, [row.id]), node=ProvisioningRecipe.of(row)
-        )
-        for row in rows
-    ]
-
-    async def count() -> int:
-        return await store.count(where, context.principal)
-
-    return ProvisioningRecipeConnection(
-        edges=edges,
-        page_info=PageInfo(
-            has_next_page=more if not backwards else before is not None,
-            has_previous_page=more if backwards else after is not None,
-            start_cursor=edges[0].cursor if edges else None,
-            end_cursor=edges[-1].cursor if edges else None,
-        ),
-        count_recipes=count,
-    )
-
-
-async def provisioning_recipes(
-    info: strawberry.Info,
-    filter: ProvisioningRecipeFilter | None = None,
-    first: int | None = None,
-    after: str | None = None,
-    last: int | None = None,
-    before: str | None = None,
-) -> ProvisioningRecipeConnection:
-    mac = None
-    if filter is not None and filter.mac_address is not None:
-        mac = canonical_mac(filter.mac_address)
-        if mac is None:
-            raise user_error("filter.macAddress is not a MAC address.", "filter")
-    where = RecipeFilter(
-        organization_uid=filter.organization_uid.lower()
-        if filter and filter.organization_uid
-        else None,
-        statuses=[s.value for s in filter.statuses] if filter and filter.statuses else None,
-        serial_number=filter.serial_number if filter else None,
-        mac_address=mac,
-    )
-    return await recipe_connection(info, where, first, after, last, before)
-
-
-def _accepts(
-    organization_uid: str | None, types: set[str], info: strawberry.Info
-) -> Callable[[OutboxEvent], bool]:
-    principal = info.context.principal
-
-    def accepts(row: OutboxEvent) -> bool:
-        if row.type not in types:
-            return False
-        if organization_uid is not None and row.organization_uid != organization_uid:
-            return False
-        return principal.may_see(row.organization_uid)
-
-    return accepts
-
-
-def _after(after: strawberry.ID | None) -> int | None:
-    if after is None:
-        return None
-    # str.isdigit() takes superscripts (which int() refuses) and Arabic-Indic digits
-    # (which int() reads as numbers); event ids are 20 ASCII digits naming a BIGINT.
-    text = str(after)
-    if not (
-        text.isascii()
-        and text.isdigit()
-        and len(text) <= len(recipe_events.event_id(0))
-        and int(text) < 2**63
-    ):
-        raise user_error("after is not an event id: ASCII digits, below 2**63.", "after")
-    return int(text)
-
-
-async def provisioning_recipe_created(
-    info: strawberry.Info,
-    organization_uid: str | None = None,
-    after: strawberry.ID | None = None,
-) -> AsyncGenerator[DeviceProvisioningRecipeCreated, None]:
-    accepts = _accepts(organization_uid, {recipe_events.CREATED}, info)
-    async for row in info.context.services.hub.subscribe(accepts, _after(after)):
-        yield created_event(row.document)
-
-
-async def provisioning_recipe_events(
-    info: strawberry.Info,
-    organization_uid: str | None = None,
-    after: strawberry.ID | None = None,
-) -> AsyncGenerator[DeviceProvisioningRecipeCreated | DeviceProvisioningRecipeStatusUpdated, None]:
-    accepts = _accepts(
-        organization_uid, {recipe_events.CREATED, recipe_events.STATUS_UPDATED}, info
-    )
-    async for row in info.context.services.hub.subscribe(accepts, _after(after)):
-        yield any_event(row.document)

@@ -1,13 +1,13 @@
-"""The provisioning history: events and their cursor connection."""
+"""A device's history as a Relay connection, paged lazily from the upstream."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import strawberry
 
 from graph.errors import user_error
+from graph.history.types import ProvisioningEventConnection, ProvisioningEventFilter
 from graph.relay import PageInfo, page_size
-from graph.scalars import DateTime
 from models.devices import DeviceIdentifier
 from models.events import ProvisioningEvent as EventRecord
 from models.instants import TICKS_PER_SECOND, parse_instant
@@ -30,51 +30,6 @@ RANGE_END = parse_instant("2100-01-01T00:00:00Z")
 """Instants a range may name lie from DEFAULT_EARLIEST up to (not including) this."""
 CURSOR_KIND = "h"
 CURSOR_FIELDS = 8  # earliest, latest, at (start, offset), instant, rank, after (start, offset)
-
-
-@strawberry.type(description="A key and value the upstream attached to an event.")
-class ExtendedAttribute:
-    key: str
-    value: str | None
-
-
-@strawberry.type(description="One provisioning event, as the upstream reported it.")
-class ProvisioningEvent:
-    occurred_at: DateTime
-    status: str
-    event_by: str | None
-    event_type: str
-    service_plan: str | None
-    mdn: str | None
-    msisdn: str | None
-    extended_attributes: list[ExtendedAttribute]
-
-
-@strawberry.input(description="Keeps events whose fields equal one of the values (any case).")
-class ProvisioningEventFilter:
-    event_types: list[str] | None = None
-    statuses: list[str] | None = None
-    event_by: list[str] | None = None
-
-
-@strawberry.type
-class ProvisioningEventEdge:
-    cursor: str
-    node: ProvisioningEvent
-
-
-@strawberry.type
-class ProvisioningEventConnection:
-    edges: list[ProvisioningEventEdge]
-    page_info: PageInfo
-    count_events: strawberry.Private[Callable[[], Awaitable[int]]]
-
-    @strawberry.field(
-        description="Number of events in the range after filters; costs a full read of "
-        "the range, so only computed when asked."
-    )
-    async def total_count(self) -> int:
-        return await self.count_events()
 
 
 class _Edge:

@@ -1,25 +1,23 @@
-"""Fleet reports: one request's report, report jobs with progress, and their types."""
+"""The report, its input and rows, and the report job."""
 
-from collections.abc import AsyncGenerator
 from enum import Enum
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError
 
-from graph.devices import DeviceIdentifier, DeviceIdentifierInput, identifier_record
-from graph.errors import user_error
-from graph.history import ProvisioningEventFilter, range_error
+from graph.devices.identifiers import DeviceIdentifier, DeviceIdentifierInput, identifier_record
+from graph.history.connection import range_error
+from graph.history.types import ProvisioningEventFilter
 from graph.permissions import REPORTS_READ, needs
-from graph.recipes import UserError
-from graph.relay import Node, global_id, parse_global_id
+from graph.recipes.types import UserError
+from graph.relay import Node, global_id
 from graph.scalars import DateTime
 from models.devices import DeviceIdentifier as IdentifierRecord
 from models.instants import from_datetime
 from models.reports import ReportJob
 from resolvers.history import matcher
-from resolvers.jobs import TooManyJobs
-from resolvers.reports import Progress, report_json, request_json, run_report, spec_json, time_zone
+from resolvers.reports import request_json, time_zone
 
 TIME_ZONE_EXPECTED = "timeZone must name an IANA time zone, such as Europe/Berlin or UTC."
 
@@ -250,71 +248,3 @@ def report_request(
         canonical,
     )
     return request, []
-
-
-async def provisioning_report(
-    info: strawberry.Info, input: ProvisioningReportInput
-) -> ProvisioningReport:
-    request, errors = report_request(input, info.context.services.limits.report_max_devices)
-    if request is None:
-        raise user_error("; ".join(f"{'.'.join(e.field)}: {e.message}" for e in errors), "input")
-    services = info.context.services
-    progress = Progress(cost=info.context.cost)
-    spec = spec_json(request)
-    report = await run_report(
-        services.upstream, spec, progress, services.limits.upstream_concurrency
-    )
-    return report_of(report_json(report, spec))
-
-
-async def start_provisioning_report(
-    info: strawberry.Info, input: ProvisioningReportInput
-) -> StartProvisioningReportPayload:
-    request, errors = report_request(input, info.context.services.limits.report_max_devices)
-    if request is None:
-        return StartProvisioningReportPayload(job=None, user_errors=errors)
-    try:
-        job = await info.context.services.jobs.start(info.context.principal.subject, request)
-    except TooManyJobs as error:
-        refusal = UserError(field=["input"], code="TOO_MANY_JOBS", message=str(error))
-        return StartProvisioningReportPayload(job=None, user_errors=[refusal])
-    return StartProvisioningReportPayload(job=ProvisioningReportJob.of(job), user_errors=[])
-
-
-def job_id_of(value: str) -> str | None:
-    """The job a global id names, or None for an id of something else."""
-    type_name, parts = parse_global_id(value)
-    return parts[0] if type_name == "ProvisioningReportJob" and len(parts) == 1 else None
-
-
-async def _job(
-    info: strawberry.Info, id: strawberry.ID, cancel: bool
-) -> ProvisioningReportJob | None:
-    job_id = job_id_of(id)
-    if job_id is None:
-        return None
-    jobs, owner = info.context.services.jobs, info.context.principal.subject
-    job = await (jobs.cancel(job_id, owner) if cancel else jobs.get(job_id, owner))
-    return ProvisioningReportJob.of(job) if job else None
-
-
-async def provisioning_report_job(
-    info: strawberry.Info, id: strawberry.ID
-) -> ProvisioningReportJob | None:
-    return await _job(info, id, cancel=False)
-
-
-async def cancel_provisioning_report(
-    info: strawberry.Info, id: strawberry.ID
-) -> ProvisioningReportJob | None:
-    return await _job(info, id, cancel=True)
-
-
-async def provisioning_report_progress(
-    info: strawberry.Info, job_id: strawberry.ID
-) -> AsyncGenerator[ProvisioningReportJob, None]:
-    job = job_id_of(job_id)
-    if job is None:
-        raise user_error(f"{job_id!r} is not a report job id.", "jobId")
-    async for state in info.context.services.jobs.watch(job, info.context.principal.subject):
-        yield ProvisioningReportJob.of(state)

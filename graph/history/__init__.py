@@ -1,0 +1,1 @@
+"""A device's provisioning history: events, filters, and the lazily paged connection."""

@@ -1,0 +1,60 @@
+"""The history's types: events, their attributes, the filter, the connection."""
+
+from collections.abc import Awaitable, Callable
+
+import strawberry
+
+from graph.relay import PageInfo
+from graph.scalars import DateTime
+from models.instants import parse_instant
+
+DEFAULT_EARLIEST = parse_instant("2000-01-01T00:00:00Z")
+RANGE_END = parse_instant("2100-01-01T00:00:00Z")
+"""Instants a range may name lie from DEFAULT_EARLIEST up to (not including) this."""
+CURSOR_KIND = "h"
+CURSOR_FIELDS = 8  # earliest, latest, at (start, offset), instant, rank, after (start, offset)
+
+
+@strawberry.type(description="A key and value the upstream attached to an event.")
+class ExtendedAttribute:
+    key: str
+    value: str | None
+
+
+@strawberry.type(description="One provisioning event, as the upstream reported it.")
+class ProvisioningEvent:
+    occurred_at: DateTime
+    status: str
+    event_by: str | None
+    event_type: str
+    service_plan: str | None
+    mdn: str | None
+    msisdn: str | None
+    extended_attributes: list[ExtendedAttribute]
+
+
+@strawberry.input(description="Keeps events whose fields equal one of the values (any case).")
+class ProvisioningEventFilter:
+    event_types: list[str] | None = None
+    statuses: list[str] | None = None
+    event_by: list[str] | None = None
+
+
+@strawberry.type
+class ProvisioningEventEdge:
+    cursor: str
+    node: ProvisioningEvent
+
+
+@strawberry.type
+class ProvisioningEventConnection:
+    edges: list[ProvisioningEventEdge]
+    page_info: PageInfo
+    count_events: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field(
+        description="Number of events in the range after filters; costs a full read of "
+        "the range, so only computed when asked."
+    )
+    async def total_count(self) -> int:
+        return await self.count_events()

@@ -1,0 +1,1 @@
+"""Provisioning recipes: types, queries, mutations, and their live events."""

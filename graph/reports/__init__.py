@@ -1,0 +1,1 @@
+"""Fleet reports: computed in a request, or as jobs that any replica can answer for."""

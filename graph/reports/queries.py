@@ -1,0 +1,75 @@
+"""Root fields: a report computed now, and a report job."""
+
+import strawberry
+
+from graph.context import Info
+from graph.errors import user_error
+from graph.permissions import REPORTS_READ, needs
+from graph.relay import global_id, node_loader, parse_global_id
+from graph.reports.types import (
+    ProvisioningReport,
+    ProvisioningReportInput,
+    ProvisioningReportJob,
+    report_of,
+    report_request,
+)
+from resolvers.reports import Progress, report_json, run_report, spec_json
+
+
+async def provisioning_report(
+    info: strawberry.Info, input: ProvisioningReportInput
+) -> ProvisioningReport:
+    request, errors = report_request(input, info.context.services.limits.report_max_devices)
+    if request is None:
+        raise user_error("; ".join(f"{'.'.join(e.field)}: {e.message}" for e in errors), "input")
+    services = info.context.services
+    progress = Progress(cost=info.context.cost)
+    spec = spec_json(request)
+    report = await run_report(
+        services.upstream, spec, progress, services.limits.upstream_concurrency
+    )
+    return report_of(report_json(report, spec))
+
+
+def job_id_of(value: str) -> str | None:
+    """The job a global id names, or None for an id of something else."""
+    type_name, parts = parse_global_id(value)
+    return parts[0] if type_name == "ProvisioningReportJob" and len(parts) == 1 else None
+
+
+async def report_job(
+    info: strawberry.Info, id: strawberry.ID, cancel: bool
+) -> ProvisioningReportJob | None:
+    job_id = job_id_of(id)
+    if job_id is None:
+        return None
+    jobs, owner = info.context.services.jobs, info.context.principal.subject
+    job = await (jobs.cancel(job_id, owner) if cancel else jobs.get(job_id, owner))
+    return ProvisioningReportJob.of(job) if job else None
+
+
+async def provisioning_report_job(
+    info: strawberry.Info, id: strawberry.ID
+) -> ProvisioningReportJob | None:
+    return await report_job(info, id, cancel=False)
+
+
+@node_loader("ProvisioningReportJob")
+async def job_node(info: Info, parts: list[str]) -> ProvisioningReportJob | None:
+    return await report_job(info, global_id("ProvisioningReportJob", *parts), cancel=False)
+
+
+@strawberry.type
+class Query:
+    provisioning_report: ProvisioningReport = strawberry.field(
+        resolver=provisioning_report,
+        description="A report over the devices' histories, computed in this request; "
+        "for large fleets start a job instead. Its cost is in extensions.cost. Needs "
+        "reports:read.",
+        extensions=needs(REPORTS_READ),
+    )
+    provisioning_report_job: ProvisioningReportJob | None = strawberry.field(
+        resolver=provisioning_report_job,
+        description="A report job of the caller's, from any replica. Needs reports:read.",
+        extensions=needs(REPORTS_READ),
+    )

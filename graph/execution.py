@@ -16,7 +16,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 
 class EventExecutor(StrawberryGraphQLCoreExecutionContext):
-    def build_per_event_executor(self, payload: Any) -> Executor:
+    def build_per_event_executor(self, payload: Any) -> Executor[Any]:
         return type(self)(
             self.schema,
             self.fragment_definitions,

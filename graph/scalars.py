@@ -3,6 +3,7 @@
 from typing import NewType
 
 import strawberry
+from strawberry.types.scalar import ScalarDefinition
 
 from graph.errors import user_error
 from models.instants import InvalidInstant, format_api_instant, parse_instant
@@ -28,7 +29,7 @@ def _parse(value: object) -> int:
 DateTime = NewType("DateTime", int)
 """An instant in ticks (models.instants), shown as ISO-8601 text."""
 
-SCALARS = {
+SCALARS: dict[object, ScalarDefinition] = {
     DateTime: strawberry.scalar(
         name="DateTime",
         description=(

@@ -24,7 +24,8 @@ from server.middleware.error_shape import ErrorShape
 from server.middleware.request_context import REQUEST_ID_HEADER, RequestContext
 from server.ratelimit import RateLimit, RateLimits
 from server.services import open_services, services_of
-from server.settings import SIMULATOR_MOUNT, Settings
+from server.settings import Settings
+from soap.simulator import MOUNT as SIMULATOR_MOUNT
 from soap.simulator.server import Simulator
 
 log = logging.getLogger(__name__)

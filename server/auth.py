@@ -26,7 +26,8 @@ from server.development import client_address, is_local, is_loopback
 from server.ratelimit import RateLimited, RateLimits, too_many_requests
 from server.responses import error_response, route_path
 from server.services import services_of, services_of_context
-from server.settings import SIMULATOR_MOUNT, Settings
+from server.settings import Settings
+from soap.simulator import MOUNT as SIMULATOR_MOUNT
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from graph.schema import schema
 from resolvers.database import create_engine, migrate
 from server.app import create_app
 from server.logs import configure_logging
-from server.settings import SIMULATOR_MOUNT
 from server.startup import StartupProblem, check_database, listening_socket, read_settings
 from server.token_commands import add_commands as add_token_commands
+from soap.simulator import MOUNT as SIMULATOR_MOUNT
 from soap.simulator.fleet import Fleet
 from soap.simulator.server import Simulator
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     migrate.set_defaults(run=_migrate)
     export = commands.add_parser("schema", help="print the GraphQL schema (SDL)")
     export.set_defaults(run=_schema)
-    add_token_commands(commands)
+    add_token_commands(commands.add_parser("tokens", help="create, list and revoke API tokens"))
     args = parser.parse_args(argv)
     try:
         args.run(args)

@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import Storage
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -77,8 +76,8 @@ class Socket(Protocol):
 def _storage(url: str) -> Storage:
     """memory:// or redis(s)://... (Settings accepts nothing else)."""
     if url == "memory://":
-        return storage_from_string("async+memory://")
-    return storage_from_string(f"async+{url}", implementation="redispy", key_prefix="provgraph")
+        return MemoryStorage()
+    return RedisStorage(f"async+{url}", implementation="redispy", key_prefix="provgraph")
 
 
 def caller_key(scope: Scope) -> str:

@@ -116,8 +116,8 @@ def _revoke(args: argparse.Namespace) -> None:
     _run(revoke)
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
-    tokens = commands.add_parser("tokens", help="create, list and revoke API tokens")
+def add_commands(tokens: argparse.ArgumentParser) -> None:
+    """The actions of ``provgraph tokens``, on its parser."""
     actions = tokens.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create a token; prints its secret once")
     create.add_argument("--name", required=True, help="what the token is for")

@@ -2,24 +2,24 @@
 
 import strawberry
 
+from graph.context import Info
 from graph.devices.identifiers import DeviceIdentifierKind, identifier_record
 from graph.devices.types import Device, DeviceConnection, DeviceEdge, load_device
 from graph.errors import user_error
-from graph.permissions import HISTORY_READ, needs
+from graph.permissions import needs
 from graph.relay import PageInfo, page_size
+from models.principal import HISTORY_READ
 from resolvers.devices import DeviceListPosition, ListedDevice, list_devices
 
 DEVICES_CURSOR = "d"
 
 
-async def device(
-    info: strawberry.Info, kind: DeviceIdentifierKind, identifier: str
-) -> Device | None:
+async def device(info: Info, kind: DeviceIdentifierKind, identifier: str) -> Device | None:
     return await load_device(info, identifier_record(kind, identifier))
 
 
 async def devices(
-    info: strawberry.Info, first: int | None = None, after: str | None = None
+    info: Info, first: int | None = None, after: str | None = None
 ) -> DeviceConnection:
     context = info.context
     codec = context.services.cursors

@@ -11,13 +11,14 @@ from graph.devices.identifiers import (
 )
 from graph.history.connection import provisioning_history as read_history
 from graph.history.types import ProvisioningEventConnection, ProvisioningEventFilter
-from graph.permissions import RECIPES_READ, needs
+from graph.permissions import needs
 from graph.recipes.queries import recipe_connection
 from graph.recipes.types import ProvisioningRecipeConnection
 from graph.relay import Node, PageInfo, global_id, node_loader
 from graph.scalars import DateTime
 from models.devices import IDENTIFIER_KINDS
 from models.devices import DeviceIdentifier as IdentifierRecord
+from models.principal import RECIPES_READ
 from resolvers.devices import Device as DeviceRecord
 from resolvers.devices import all_identifiers
 from resolvers.recipes import RecipeFilter
@@ -43,7 +44,7 @@ class Device(Node):
         "GetDeviceList entry. Only the identifier asked by where the device list lacks "
         "the device or cannot be read (a DEVICE_LIST_UNAVAILABLE warning says so)."
     )
-    async def identifiers(self, info: strawberry.Info) -> list[DeviceIdentifier]:
+    async def identifiers(self, info: Info) -> list[DeviceIdentifier]:
         context = info.context
         known = await all_identifiers(context.services.upstream, context.cost, self.record)
         return [DeviceIdentifier.of(i) for i in known if i.kind in KINDS]
@@ -58,7 +59,7 @@ class Device(Node):
     )
     async def provisioning_history(
         self,
-        info: strawberry.Info,
+        info: Info,
         occurred_after: DateTime | None = None,
         occurred_before: DateTime | None = None,
         filter: ProvisioningEventFilter | None = None,
@@ -85,7 +86,7 @@ class Device(Node):
         extensions=needs(RECIPES_READ),
     )
     async def provisioning_recipes(
-        self, info: strawberry.Info, first: int | None = None, after: str | None = None
+        self, info: Info, first: int | None = None, after: str | None = None
     ) -> ProvisioningRecipeConnection:
         where = RecipeFilter(device=self.record.identifier)
         return await recipe_connection(info, where, first, after, None, None)
@@ -103,7 +104,7 @@ class DeviceConnection:
     page_info: PageInfo
 
 
-async def load_device(info: strawberry.Info, identifier: IdentifierRecord) -> Device | None:
+async def load_device(info: Info, identifier: IdentifierRecord) -> Device | None:
     device = await info.context.devices.load(identifier)
     return Device.of(device) if device is not None else None
 

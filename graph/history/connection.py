@@ -3,8 +3,7 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import strawberry
-
+from graph.context import Info
 from graph.errors import user_error
 from graph.history.types import ProvisioningEventConnection, ProvisioningEventFilter
 from graph.relay import PageInfo, page_size
@@ -66,14 +65,24 @@ class _Cursor:
     ref: EventRef
 
 
-def _decode(codec: CursorCodec, scope: str, value: str, argument: str) -> _Cursor:
+def _decode(codec: CursorCodec, scope: bytes, value: str, argument: str) -> _Cursor:
     fields = codec.decode(value, CURSOR_KIND, scope, CURSOR_FIELDS)
     earliest, latest, start, offset, instant, rank, next_start, next_offset = fields
-    if None in (earliest, latest, start, offset, instant, rank) or (
-        (next_start is None) != (next_offset is None)
+    if (
+        earliest is None
+        or latest is None
+        or start is None
+        or offset is None
+        or instant is None
+        or rank is None
+        or (next_start is None) != (next_offset is None)
     ):
         raise user_error(f"{argument} is not a valid cursor.", argument)
-    after = Position(next_start, next_offset) if next_start is not None else None
+    after = (
+        Position(next_start, next_offset)
+        if next_start is not None and next_offset is not None
+        else None
+    )
     return _Cursor(earliest, latest, EventRef(Position(start, offset), instant, rank, after))
 
 
@@ -98,7 +107,7 @@ def default_latest(now: int, quantum_s: float) -> int:
 
 
 async def provisioning_history(
-    info: strawberry.Info,
+    info: Info,
     device: DeviceIdentifier,
     occurred_after: int | None,
     occurred_before: int | None,

@@ -4,7 +4,7 @@ The upstream returns at most 500 events a call, oldest first, and says whether t
 all (IsComplete). Its documented rule, "ask again from the last event plus 1 ms", drops
 every later event of that millisecond. This pager asks again from the last event's exact
 instant and skips the events of that instant it already delivered, so it loses nothing;
-that re-read is the whole price (DESIGN.md).
+that re-read is the whole price (docs/ARCHITECTURE.md).
 
 Windows are cut the same way on every read: each next window's start follows from the
 previous reply alone. So a ``Position`` (window start, offset into its reply) names any

@@ -1,7 +1,7 @@
 """Reading UWS replies straight from lxml into the project's records.
 
 zeep's own reply parsing costs about 11x a bare lxml parse on a 500-event reply
-(DESIGN.md). The client lets zeep build and send requests, and reads replies here.
+(docs/ARCHITECTURE.md). The client lets zeep build and send requests, and reads replies here.
 """
 
 from typing import Any

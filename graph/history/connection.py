@@ -106,20 +106,30 @@ def default_latest(now: int, quantum_s: float) -> int:
     return -(-now // quantum) * quantum
 
 
-async def provisioning_history(
+@dataclass(frozen=True)
+class _Read:
+    """One page's read: the range (as a cursor carries it), the filter and the cursors."""
+
+    scope: bytes
+    earliest: int
+    latest: int
+    matches: Matcher
+    after: EventRef | None
+    before: EventRef | None
+
+
+def _plan(
     info: Info,
     device: DeviceIdentifier,
     occurred_after: int | None,
     occurred_before: int | None,
     filter: ProvisioningEventFilter | None,
-    first: int | None,
     after: str | None,
-    last: int | None,
     before: str | None,
-) -> ProvisioningEventConnection:
-    context = info.context
-    services = context.services
-    size = page_size(first, last)
+) -> _Read:
+    """The range to read and where in it, from the arguments; BAD_USER_INPUT when they
+    do not fit together."""
+    services = info.context.services
     if problem := range_error(occurred_after, occurred_before):
         argument, message = problem
         raise user_error(message, argument)
@@ -159,29 +169,58 @@ async def provisioning_history(
     )
     if earliest > latest:
         raise user_error("occurredAfter must not be later than occurredBefore.", "occurredAfter")
-    after_ref = cursors["after"].ref if "after" in cursors else None
-    before_ref = cursors["before"].ref if "before" in cursors else None
+    return _Read(
+        scope,
+        earliest,
+        latest,
+        matches,
+        cursors["after"].ref if "after" in cursors else None,
+        cursors["before"].ref if "before" in cursors else None,
+    )
 
-    fetch = services.upstream.history(context.cost)
+
+async def provisioning_history(
+    info: Info,
+    device: DeviceIdentifier,
+    occurred_after: int | None,
+    occurred_before: int | None,
+    filter: ProvisioningEventFilter | None,
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+) -> ProvisioningEventConnection:
+    context = info.context
+    size = page_size(first, last)
+    read = _plan(info, device, occurred_after, occurred_before, filter, after, before)
+    fetch = context.services.upstream.history(context.cost)
     page: HistoryPage
     if last is not None:
         page = await read_backward(
-            fetch, device, earliest, latest, size, before_ref, after_ref, matches
+            fetch, device, read.earliest, read.latest, size, read.before, read.after, read.matches
         )
     else:
         page = await read_forward(
-            fetch, device, earliest, latest, size, after_ref, before_ref, matches
+            fetch, device, read.earliest, read.latest, size, read.after, read.before, read.matches
         )
     context.cost.gaps.extend((device, gap) for gap in page.gaps)
+    return _connection(info, device, read, page)
+
+
+def _connection(
+    info: Info, device: DeviceIdentifier, read: _Read, page: HistoryPage
+) -> ProvisioningEventConnection:
+    context = info.context
+    codec = context.services.cursors
 
     def encode(item: PagedEvent) -> str:
         at, after = item.at, item.after
         return codec.encode(
             CURSOR_KIND,
-            scope,
+            read.scope,
             (
-                earliest,
-                latest,
+                read.earliest,
+                read.latest,
                 at.window_start,
                 at.offset,
                 item.event.occurred_at,
@@ -194,14 +233,15 @@ async def provisioning_history(
     edges = [_Edge(item, encode) for item in page.items]
 
     async def count_events() -> int:
-        total, gaps = await count(fetch, device, earliest, latest, matches)
+        fetch = context.services.upstream.history(context.cost)
+        total, gaps = await count(fetch, device, read.earliest, read.latest, read.matches)
         context.cost.gaps.extend(
             (device, gap) for gap in gaps if (device, gap) not in context.cost.gaps
         )
         return total
 
     return ProvisioningEventConnection(
-        edges=edges,  # type: ignore[arg-type]
+        edges=edges,  # type: ignore[arg-type]  # lazy edges, resolved by attribute (_Edge)
         page_info=PageInfo(
             has_next_page=page.has_next,
             has_previous_page=page.has_previous,

@@ -1,8 +1,9 @@
 """The upstream window cache: parsed replies, keyed by the call that produced them.
 
-Backed by aiocache: a bounded in-process LRU by default, Redis when ``CACHE_URL`` says so.
-Identical concurrent misses make one upstream call: within a process through a shared
-future, and across processes on Redis through a short lock that the others wait out.
+In process by default (cachetools: an LRU bounded in bytes), on Redis (redis-py) when
+``CACHE_URL`` says so. Identical concurrent misses make one upstream call: within a process
+through a shared future, and across processes on Redis through a short lock that the
+others wait out.
 Cached values are immutable tuples, so handing the same object to many callers is safe.
 
 Entries outlive their freshness by ``stale_for_s``: past its deadline an entry counts
@@ -11,10 +12,8 @@ as a miss, but when the load that should replace it fails because the upstream i
 """
 
 import asyncio
-import contextvars
 import json
 import logging
-import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -22,9 +21,10 @@ from enum import IntEnum
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from aiocache import RedisCache, SimpleMemoryCache
-from aiocache.base import BaseCache
-from aiocache.serializers import BaseSerializer
+from cachetools import TLRUCache
+from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockNotOwnedError
 
 from models.devices import DeviceIdentifier, DeviceListPage, DeviceRecord
 from models.events import ExtendedAttribute, HistoryWindow, ProvisioningEvent
@@ -44,6 +44,10 @@ class Stamped(NamedTuple):
 
     value: CachedValue
     fresh_until: float
+
+
+Stored = Stamped | CachedValue
+"""What a backend holds: stamped, or bare when an older replica wrote it to Redis."""
 
 
 class Found(IntEnum):
@@ -120,72 +124,87 @@ def size_in_bytes(value: object) -> int:
     return sys.getsizeof(value)
 
 
-class BoundedMemoryCache(SimpleMemoryCache):
-    """aiocache's memory cache with a bound in bytes: least recently used entries go first.
+class _Entry(NamedTuple):
+    """A value in the memory cache, with how long it may stay."""
+
+    stamped: Stamped
+    lifetime_s: float
+
+
+def _expiry(_key: str, entry: _Entry, now: float) -> float:
+    return now + entry.lifetime_s
+
+
+def _entry_bytes(entry: _Entry) -> int:
+    return size_in_bytes(entry.stamped)
+
+
+class BoundedMemoryCache:
+    """The in-process cache, bounded in bytes: least recently used entries go first.
 
     A bound on entries or events did not bound memory: windows hold 0 to 500 events, and
-    an event's extended attributes can outweigh the rest of it many times.
+    an event's extended attributes can outweigh the rest of it many times. Entries expire
+    on ``timer`` when their lifetime is over, with no timer of their own: an expiry timer
+    keeps the context it is made in, and one made in a request kept that whole request
+    alive for the entry's life (a week for a final window).
     """
 
-    def __init__(self, max_bytes: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.max_bytes = max_bytes
-        self._sizes: dict[str, int] = {}
-        self.size = 0
+    def __init__(self, max_bytes: int, timer: Callable[[], float] = time.monotonic) -> None:
+        self._entries: TLRUCache[str, _Entry, float] = TLRUCache(
+            max_bytes, _expiry, timer, _entry_bytes
+        )
         CACHE_BYTES.set_function(lambda: self.size)
 
-    async def _get(self, key: str, encoding: str = "utf-8", _conn: Any = None) -> Any:
-        value = self._cache.get(key)
-        if value is not None:
-            self._cache[key] = self._cache.pop(key)  # most recently used goes last
-        return value
+    @property
+    def max_bytes(self) -> int:
+        return int(self._entries.maxsize)
 
-    async def _set(
-        self, key: str, value: Any, ttl: Any = None, _cas_token: Any = None, _conn: Any = None
-    ) -> Any:
-        self._forget(key)
-        # aiocache expires an entry with loop.call_later, and a timer keeps the context it
-        # was made in until it fires: made in a request, it held that whole request (its
-        # caller, loaders, cost: some 4 KB) for the entry's life, a week for a final
-        # window. The load run's memory grew 1.3x in a minute. Set from an empty context.
-        result = await asyncio.create_task(
-            super()._set(key, value, ttl=ttl, _cas_token=_cas_token),
-            context=contextvars.Context(),
-        )
-        if key in self._cache:
-            self._sizes[key] = size_in_bytes(value)
-            self.size += self._sizes[key]
-        while self.size > self.max_bytes and len(self._cache) > 1:
-            await self._delete(next(iter(self._cache)))
-        return result
+    @property
+    def size(self) -> int:
+        """The bytes its entries hold; expired ones are let go at the next get or set."""
+        return int(self._entries.currsize)
 
-    async def _delete(self, key: str, _conn: Any = None) -> int:
-        self._forget(key)
-        return await super()._delete(key)
+    async def get(self, key: str) -> Stamped | None:
+        self._entries.expire()
+        entry = self._entries.get(key)
+        return None if entry is None else entry.stamped
 
-    async def _clear(self, namespace: str | None = None, _conn: Any = None) -> bool:
-        result = await super()._clear(namespace)
-        for key in [k for k in self._sizes if k not in self._cache]:
-            self._forget(key)
-        return result
+    async def set(self, key: str, value: Stamped, ttl_s: float) -> None:
+        try:
+            self._entries[key] = _Entry(value, ttl_s)
+        except ValueError:
+            # Larger than the whole bound: kept, it would have every other entry evicted.
+            log.info("a value of %d bytes is beyond the cache's bound", size_in_bytes(value))
 
-    # aiocache's TTL timers call this name-mangled method directly; overriding it keeps
-    # the size right when an entry expires.
-    def _SimpleMemoryBackend__delete(self, key: str) -> int:
-        self._forget(key)
-        return super()._SimpleMemoryBackend__delete(key)  # type: ignore[misc]
+    async def delete(self, key: str) -> None:
+        self._entries.expire()  # an expired entry would not be found, and stay counted
+        self._entries.pop(key, None)
 
-    def _forget(self, key: str) -> None:
-        self.size -= self._sizes.pop(key, 0)
+    async def close(self) -> None:
+        self._entries.clear()
 
 
 _COMPACT = (",", ":")
 
 
-class ValueCodec(BaseSerializer):
+def _decode_event(fields: list[Any]) -> ProvisioningEvent:
+    occurred_at, status, event_by, event_type, service_plan, mdn, msisdn, attributes = fields
+    return ProvisioningEvent(
+        occurred_at,
+        status,
+        event_by,
+        event_type,
+        service_plan,
+        mdn,
+        msisdn,
+        tuple(ExtendedAttribute(*a) for a in attributes),
+    )
+
+
+class ValueCodec:
     """Cached values as compact JSON for Redis (never pickle: Redis is shared)."""
 
-    def dumps(self, value: object) -> str:
+    def dumps(self, value: Stored) -> str:
         if isinstance(value, Stamped):
             return json.dumps(
                 {**self._encode(value.value), "f": value.fresh_until}, separators=_COMPACT
@@ -193,44 +212,34 @@ class ValueCodec(BaseSerializer):
         return json.dumps(self._encode(value), separators=_COMPACT)
 
     @staticmethod
-    def _encode(value: object) -> Any:
+    def _encode(value: CachedValue) -> dict[str, object]:
         if isinstance(value, HistoryWindow):
             events = [[*e[:7], [list(a) for a in e.extended_attributes]] for e in value.events]
             return {"w": events, "c": value.is_complete}
-        if isinstance(value, DeviceListPage):
-            devices = [
-                [
-                    d.device_id,
-                    [list(i) for i in d.identifiers],
-                    d.account_name,
-                    d.last_activation_ticks,
-                    [list(a) for a in d.extended_attributes],
-                ]
-                for d in value.devices
+        devices = [
+            [
+                d.device_id,
+                [list(i) for i in d.identifiers],
+                d.account_name,
+                d.last_activation_ticks,
+                [list(a) for a in d.extended_attributes],
             ]
-            return {"d": devices, "l": value.largest_device_id_seen, "c": value.is_complete}
-        return value
+            for d in value.devices
+        ]
+        return {"d": devices, "l": value.largest_device_id_seen, "c": value.is_complete}
 
-    def loads(self, value: str | None) -> object:
-        if value is None:
-            return None
+    def loads(self, value: str | bytes) -> Stored:
         data = json.loads(value)
         # The deadline rides beside the value's own keys: a replica of an older version
         # reads the value and ignores it, and a value it wrote (no deadline) reads fresh.
         if isinstance(data, dict) and "f" in data:
-            return Stamped(self._decode(data), data["f"])  # type: ignore[arg-type]
+            return Stamped(self._decode(data), data["f"])
         return self._decode(data)
 
     @staticmethod
-    def _decode(data: Any) -> object:
+    def _decode(data: Any) -> CachedValue:
         if isinstance(data, dict) and "w" in data:
-            return HistoryWindow(
-                tuple(
-                    ProvisioningEvent(*e[:7], tuple(ExtendedAttribute(*a) for a in e[7]))
-                    for e in data["w"]
-                ),
-                data["c"],
-            )
+            return HistoryWindow(tuple(map(_decode_event, data["w"])), data["c"])
         if isinstance(data, dict) and "d" in data:
             return DeviceListPage(
                 tuple(
@@ -246,26 +255,56 @@ class ValueCodec(BaseSerializer):
                 data["l"],
                 data["c"],
             )
-        return data
+        raise ValueError("not a cached value")
 
 
-def backend_from_url(url: str, max_bytes: int) -> BaseCache:
-    """``memory://`` or ``redis://[:password@]host[:port][/db]``."""
-    parts = urlsplit(url)
-    if parts.scheme == "memory":
+class RedisCache:
+    """The cache shared by every replica: values as JSON (``ValueCodec``) under
+    ``provgraph:<key>``, and short locks beside them for loads made once across replicas.
+    """
+
+    NAMESPACE = "provgraph"
+
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+        self._codec = ValueCodec()
+
+    def _name(self, key: str) -> str:
+        return f"{self.NAMESPACE}:{key}"
+
+    async def get(self, key: str) -> Stored | None:
+        data = await self.client.get(self._name(key))
+        return None if data is None else self._codec.loads(data)
+
+    async def set(self, key: str, value: Stamped, ttl_s: float) -> None:
+        await self.client.set(self._name(key), self._codec.dumps(value), px=int(ttl_s * 1000))
+
+    async def delete(self, key: str) -> None:
+        await self.client.delete(self._name(key))
+
+    def lock(self, key: str, ttl_s: float) -> Lock:
+        """A lock named ``key``, taken without waiting, that expires after ``ttl_s``."""
+        return self.client.lock(self._name(key), timeout=ttl_s, blocking=False)
+
+    async def locked(self, key: str) -> bool:
+        """Whether some replica holds the lock named ``key``."""
+        return bool(await self.client.exists(self._name(key)))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+CacheBackend = BoundedMemoryCache | RedisCache
+
+
+def backend_from_url(url: str, max_bytes: int) -> CacheBackend:
+    """``memory://`` or ``redis[s]://[[user]:password@]host[:port][/db]``."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
         return BoundedMemoryCache(max_bytes=max_bytes)
-    if parts.scheme in ("redis", "rediss"):
-        return RedisCache(
-            serializer=ValueCodec(),
-            endpoint=parts.hostname or "127.0.0.1",
-            port=parts.port or 6379,
-            db=int(parts.path.strip("/") or 0),
-            password=parts.password,
-            ssl=parts.scheme == "rediss",
-            namespace="provgraph",
-            timeout=5,
-        )
-    raise ValueError(f"CACHE_URL must be memory:// or redis://..., not {parts.scheme}://")
+    if scheme in ("redis", "rediss"):
+        return RedisCache(Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5))
+    raise ValueError(f"CACHE_URL must be memory:// or redis://..., not {scheme}://")
 
 
 class UpstreamCache:
@@ -273,7 +312,7 @@ class UpstreamCache:
 
     def __init__(
         self,
-        backend: BaseCache,
+        backend: CacheBackend,
         *,
         lock_ttl_s: float,
         poll_s: tuple[float, float] = (0.005, 0.1),
@@ -281,7 +320,6 @@ class UpstreamCache:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.backend = backend
-        self._shared = isinstance(backend, RedisCache)
         self._lock_ttl_s = lock_ttl_s
         self._poll_s = poll_s
         self._stale_for_s = stale_for_s
@@ -334,7 +372,7 @@ class UpstreamCache:
         if pending is not None:
             # Another task of this process is loading it: share its result (or error).
             try:
-                value, found = await asyncio.shield(pending)
+                loaded, found = await asyncio.shield(pending)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if not pending.cancelled() or (task is not None and task.cancelling()):
@@ -342,7 +380,7 @@ class UpstreamCache:
                 # The loader's own request was cancelled (its deadline, a client gone):
                 # that is no failure of this request, which loads for itself instead.
                 return await self._get_or_load(key, load, ttl_s)
-            return value, Found.STALE if found is Found.STALE else Found.CACHED
+            return loaded, Found.STALE if found is Found.STALE else Found.CACHED
         future: asyncio.Future[tuple[CachedValue, Found]] = (
             asyncio.get_running_loop().create_future()
         )
@@ -368,7 +406,7 @@ class UpstreamCache:
         finally:
             del self._loading[key]
 
-    def _fresh(self, stored: object) -> tuple[CachedValue | None, CachedValue | None]:
+    def _fresh(self, stored: Stored | None) -> tuple[CachedValue | None, CachedValue | None]:
         """(the value if fresh, the value if stale) of what the backend holds."""
         if stored is None:
             return None, None
@@ -388,22 +426,22 @@ class UpstreamCache:
         load: Callable[[], Awaitable[CachedValue]],
         ttl_s: float,
     ) -> tuple[CachedValue, Found]:
-        if not self._shared:
+        shared = self.backend
+        if not isinstance(shared, RedisCache):
             value = await load()
             await self._set(key, value, ttl_s)
             return value, Found.LOADED
-        lock = f"lock:{key}"
-        token = secrets.token_hex(8)
+        lock = shared.lock(f"lock:{key}", self._lock_ttl_s)
         deadline = time.monotonic() + self._lock_ttl_s
         delay = self._poll_s[0]
         while True:
-            if await self._try_lock(lock, token):
+            if await self._acquire(lock):
                 try:
                     value = await load()
                     await self._set(key, value, ttl_s)
                     return value, Found.LOADED
                 finally:
-                    await self._unlock(lock, token)
+                    await self._release(lock)
             # Another process holds the lock: wait for its value, or for the lock to go.
             while time.monotonic() < deadline:
                 await asyncio.sleep(delay)
@@ -411,14 +449,14 @@ class UpstreamCache:
                 fresh, _ = self._fresh(await self._get(key))
                 if fresh is not None:
                     return fresh, Found.CACHED
-                if not await self._locked(lock):
+                if not await self._locked(shared, f"lock:{key}"):
                     break
             else:
                 value = await load()
                 await self._set(key, value, ttl_s)
                 return value, Found.LOADED
 
-    async def _get(self, key: str) -> Any:
+    async def _get(self, key: str) -> Stored | None:
         try:
             return await self.backend.get(key)
         except Exception as exc:
@@ -428,28 +466,33 @@ class UpstreamCache:
     async def _set(self, key: str, value: CachedValue, ttl: float) -> None:
         stamped = Stamped(value, self._clock() + ttl)
         try:
-            await self.backend.set(key, stamped, ttl=ttl + self._stale_for_s)
+            await self.backend.set(key, stamped, ttl + self._stale_for_s)
         except Exception as exc:
             log.warning("cache write failed (%s)", type(exc).__name__)
 
-    async def _try_lock(self, lock: str, token: str) -> bool:
+    @staticmethod
+    async def _acquire(lock: Lock) -> bool:
         try:
-            await self.backend.add(lock, token, ttl=self._lock_ttl_s)
-        except ValueError:
-            return False
-        except Exception:
+            return bool(await lock.acquire())
+        except Exception as exc:
+            # Redis unreachable: load without the lock rather than fail the read.
+            log.warning("cache lock failed (%s); loading without it", type(exc).__name__)
             return True
-        return True
 
-    async def _locked(self, lock: str) -> bool:
+    @staticmethod
+    async def _locked(shared: RedisCache, lock: str) -> bool:
         try:
-            return bool(await self.backend.exists(lock))
+            return await shared.locked(lock)
         except Exception:
             return False
 
-    async def _unlock(self, lock: str, token: str) -> None:
+    @staticmethod
+    async def _release(lock: Lock) -> None:
         try:
-            stored = self.backend.serializer.dumps(token)
-            await self.backend._redlock_release(self.backend.build_key(lock), stored)
+            await lock.release()
+        except LockNotOwnedError:
+            # Expired before the load finished (and perhaps taken by another replica since):
+            # the lock's time is too short for the upstream's slowest answers.
+            log.warning("a load outlived its cache lock")
         except Exception as exc:
             log.warning("cache unlock failed (%s); the lock will expire", type(exc).__name__)

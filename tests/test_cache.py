@@ -2,10 +2,13 @@
 
 import asyncio
 import gc
+import json
+import logging
 import uuid
 
 import pytest
-from aiocache import RedisCache
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
 from support import bearer
 
 from graph.context import Context
@@ -13,6 +16,8 @@ from models.devices import DeviceIdentifier, DeviceListPage, DeviceRecord
 from models.events import ExtendedAttribute, HistoryWindow, ProvisioningEvent
 from resolvers.cache import (
     BoundedMemoryCache,
+    Found,
+    RedisCache,
     Stamped,
     UpstreamCache,
     ValueCodec,
@@ -74,17 +79,41 @@ async def test_the_memory_cache_evicts_least_recently_used_by_bytes():
 
 
 async def test_expiry_gives_the_bytes_back():
-    backend = BoundedMemoryCache(max_bytes=1 << 20)
+    now = [0.0]
+    backend = BoundedMemoryCache(max_bytes=1 << 20, timer=lambda: now[0])
     cache = UpstreamCache(backend, lock_ttl_s=1)
 
     async def load():
         return window(9)
 
-    await cache.get_or_load("short", load, ttl_s=0.01)
+    await cache.get_or_load("short", load, ttl_s=10)
+    await cache.get_or_load("long", load, ttl_s=30)
+    assert backend.size == 2 * stored_size(9)
+    assert REGISTRY.get_sample_value("provgraph_cache_bytes") == backend.size
+    now[0] = 20.0
+    assert await backend.get("v1:long") is not None
     assert backend.size == stored_size(9)
-    await backend.expire("v1:short", 0)
-    await backend.delete("v1:short")
+    assert REGISTRY.get_sample_value("provgraph_cache_bytes") == backend.size
+    await backend.delete("v1:long")
     assert backend.size == 0
+
+
+async def test_a_value_larger_than_the_whole_bound_is_not_kept_and_evicts_nothing():
+    backend = BoundedMemoryCache(max_bytes=stored_size(9))
+    cache = UpstreamCache(backend, lock_ttl_s=1)
+    loads = 0
+
+    async def load(size: int):
+        nonlocal loads
+        loads += 1
+        return window(size)
+
+    assert await cache.get_or_load("small", lambda: load(9), 60) == (window(9), Found.LOADED)
+    assert await cache.get_or_load("big", lambda: load(10), 60) == (window(10), Found.LOADED)
+    assert backend.size == stored_size(9)
+    assert await cache.get_or_load("small", lambda: load(9), 60) == (window(9), Found.CACHED)
+    assert await cache.get_or_load("big", lambda: load(10), 60) == (window(10), Found.LOADED)
+    assert loads == 3
 
 
 async def test_the_size_estimate_tracks_the_memory_a_parsed_reply_holds(uws: UwsClient):
@@ -247,60 +276,104 @@ def test_the_redis_codec_round_trips_every_value():
 class PollSpy(RedisCache):
     """A real Redis backend that tells when a waiter checks the lock."""
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, client: Redis):
+        super().__init__(client)
         self.polled = asyncio.Event()
 
-    async def exists(self, key, namespace=None, _conn=None):
+    async def locked(self, key):
         self.polled.set()
-        return await super().exists(key, namespace=namespace)
+        return await super().locked(key)
 
 
 async def test_redis_makes_other_replicas_wait_for_the_loading_one(redis_url):
     # Two caches on one Redis stand for two replicas, each with its own process state.
     first = UpstreamCache(backend_from_url(redis_url, 0), lock_ttl_s=5)
-    spy = PollSpy(
-        serializer=ValueCodec(), namespace="provgraph", db=int(redis_url.rsplit("/", 1)[1])
-    )
+    spy = PollSpy(Redis.from_url(redis_url))
     second = UpstreamCache(spy, lock_ttl_s=5)
     key = f"test:{uuid.uuid4().hex}"
     loads = 0
+    started, release = asyncio.Event(), asyncio.Event()
 
     async def load():
         nonlocal loads
         loads += 1
+        started.set()
+        await release.wait()
         return window(4)
 
     try:
-        # The first replica is loading: it holds the lock, its value not yet stored.
-        assert await first._try_lock(f"lock:v1:{key}", "first")
-        assert not await second._try_lock(f"lock:v1:{key}", "second")
+        loading = asyncio.create_task(first.get_or_load(key, load, 60))
+        await started.wait()  # the first replica holds the lock, its value not yet stored
         waiting = asyncio.create_task(second.get_or_load(key, load, 60))
-        await spy.polled.wait()  # the second replica is waiting on the lock
-        await first.backend.set(f"v1:{key}", window(4), ttl=60)
-        await first._unlock(f"lock:v1:{key}", "first")
+        await spy.polled.wait()  # the second replica found the lock taken, and waits
+        release.set()
 
-        assert await waiting == (window(4), True)
-        assert loads == 0
-        assert await first.get_or_load(key, load, 60) == (window(4), True)
+        assert await loading == (window(4), Found.LOADED)
+        assert await waiting == (window(4), Found.CACHED)
+        assert loads == 1
+        assert not await spy.locked(f"lock:v1:{key}")  # released once the value was stored
+        assert await first.get_or_load(key, load, 60) == (window(4), Found.CACHED)
     finally:
         await first.backend.delete(f"v1:{key}")
         await first.close()
         await second.close()
 
 
+async def test_replicas_share_entries_under_the_same_key_and_json(redis_url):
+    """What a replica of the previous release reads and writes: the value's JSON, with
+    its freshness deadline beside it, under ``provgraph:v1:<key>``."""
+    cache = UpstreamCache(backend_from_url(redis_url, 0), lock_ttl_s=5, clock=lambda: 1000.0)
+    client = Redis.from_url(redis_url)
+    key = f"test:{uuid.uuid4().hex}"
+
+    async def load():
+        return window(2)
+
+    try:
+        await cache.get_or_load(key, load, 60)
+        stored = json.loads(await client.get(f"provgraph:v1:{key}"))
+        assert stored == {**json.loads(ValueCodec().dumps(window(2))), "f": 1060.0}
+        # Written bare by an older replica: read, and fresh.
+        await client.set(f"provgraph:v1:{key}", ValueCodec().dumps(window(3)), px=60_000)
+        assert await cache.get_or_load(key, load, 60) == (window(3), Found.CACHED)
+    finally:
+        await client.delete(f"provgraph:v1:{key}")
+        await client.aclose()
+        await cache.close()
+
+
 async def test_redis_lock_left_by_a_dead_replica_expires(redis_url):
-    cache = UpstreamCache(backend_from_url(redis_url, 0), lock_ttl_s=0.2)
+    backend = backend_from_url(redis_url, 0)
+    cache = UpstreamCache(backend, lock_ttl_s=0.2)
     key = f"test:{uuid.uuid4().hex}"
 
     async def load():
         return window(1)
 
     try:
-        assert await cache._try_lock(f"lock:v1:{key}", "dead")  # never released
-        assert await cache.get_or_load(key, load, 60) == (window(1), False)
+        assert await backend.lock(f"lock:v1:{key}", 0.2).acquire()  # never released
+        assert await cache.get_or_load(key, load, 60) == (window(1), Found.LOADED)
     finally:
-        await cache.backend.delete(f"v1:{key}")
+        await backend.delete(f"v1:{key}")
+        await cache.close()
+
+
+async def test_a_load_that_outlives_its_redis_lock_still_answers(redis_url, caplog):
+    backend = backend_from_url(redis_url, 0)
+    cache = UpstreamCache(backend, lock_ttl_s=5)
+    key = f"test:{uuid.uuid4().hex}"
+
+    async def load():
+        await backend.delete(f"lock:v1:{key}")  # as if it had expired
+        return window(1)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="resolvers.cache"):
+            assert await cache.get_or_load(key, load, 60) == (window(1), Found.LOADED)
+        assert "outlived its cache lock" in caplog.text
+        assert await cache.get_or_load(key, load, 60) == (window(1), Found.CACHED)
+    finally:
+        await backend.delete(f"v1:{key}")
         await cache.close()
 
 

@@ -3,11 +3,14 @@
 ``Device.ProvisioningRecipeCreated`` follows the seed document field for field: optional
 payload keys are left out when absent, the owner's organization keys are null when
 absent, status reads "Pending", ownershipType "organization", and payload.type repeats
-the event type. ``Device.ProvisioningRecipeStatusUpdated`` carries {uid, status, ...}.
+the event type; the recipe's plain fields (``RecipeFields``) sit between the status and
+the register attempt, in their declared order, under their names in camelCase.
+``Device.ProvisioningRecipeStatusUpdated`` carries {uid, status, ...}.
 """
 
 from typing import Any
 
+from models.recipe_fields import RECIPE_FIELDS
 from models.recipes import ProvisioningRecipe
 
 CREATED = "Device.ProvisioningRecipeCreated"
@@ -28,31 +31,19 @@ def _optional(payload: dict[str, Any], key: str, value: object) -> None:
 def created(recipe: ProvisioningRecipe, seq: int) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "owner": {
-            "ownershipType": recipe.owner_ownership_type,
+            "ownershipType": recipe.owner_ownership_type.value,
             "organizationUid": recipe.owner_organization_uid,
             "parentCompanyUid": recipe.owner_parent_company_uid,
         },
         "organizationUid": recipe.organization_uid,
-        "status": recipe.status,
+        "status": recipe.status.value,
     }
-    # Both loops below share these names, and their values differ in type.
-    key: str
-    value: object
-    for key, value in (
-        ("confirmedOwnership", recipe.confirmed_ownership),
-        ("serialNumber", recipe.serial_number),
-        ("macAddress", recipe.mac_address),
-        ("model", recipe.model),
-    ):
-        _optional(payload, key, value)
-    payload["brand"] = recipe.brand
-    for key, value in (
-        ("tagUids", recipe.tag_uids),
-        ("deviceName", recipe.device_name),
-        ("policyUid", recipe.policy_uid),
-        ("locationUid", recipe.location_uid),
-    ):
-        _optional(payload, key, value)
+    for field in RECIPE_FIELDS:
+        value = getattr(recipe, field.name)
+        if field.required:
+            payload[field.key] = value
+        else:
+            _optional(payload, field.key, value)
     if recipe.warning_message is not None:
         payload["unsuccessfulRegisterAttemptStatus"] = {"warningMessage": recipe.warning_message}
     _optional(payload, "errorMessage", recipe.error_message)
@@ -64,11 +55,19 @@ def created(recipe: ProvisioningRecipe, seq: int) -> dict[str, Any]:
     return {"id": event_id(seq), "kind": KIND, "type": CREATED, "payload": payload}
 
 
+def field_values(payload: dict[str, Any]) -> dict[str, Any]:
+    """The plain fields a created event's payload holds, by name; None where left out."""
+    return {
+        field.name: payload[field.key] if field.required else payload.get(field.key)
+        for field in RECIPE_FIELDS
+    }
+
+
 def status_updated(recipe: ProvisioningRecipe, seq: int) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "uid": recipe.uid,
         "organizationUid": recipe.organization_uid,
-        "status": recipe.status,
+        "status": recipe.status.value,
     }
     _optional(payload, "errorMessage", recipe.error_message)
     if recipe.warning_message is not None:

@@ -1,16 +1,31 @@
 """Provisioning recipes and the outbox of their events, as database tables."""
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, UniqueConstraint
+from sqlalchemy import Enum as SqlEnum
 from sqlmodel import Field, SQLModel
 
-RECIPE_STATUSES = ("Pending", "Applied", "Failed", "Invalid")
-"""Status names as the event payload spells them."""
+from models.recipe_fields import OwnershipType, RecipeFields, RecipeStatus
+
+MESSAGE_LENGTH = 1024
+"""The longest error or warning message a recipe keeps."""
+IDEMPOTENCY_KEY_LENGTH = 128
 
 
-class ProvisioningRecipe(SQLModel, table=True):
+def _by_value(enum: type[StrEnum], length: int) -> SqlEnum:
+    """A VARCHAR column holding the members' values ("Pending"; SQLAlchemy would store the
+    names), read back as members."""
+    return SqlEnum(
+        enum, native_enum=False, length=length, values_callable=lambda e: [m.value for m in e]
+    )
+
+
+class ProvisioningRecipe(RecipeFields, table=True):
+    """A recipe: its plain fields (``RecipeFields``) and these."""
+
     __tablename__ = "provisioning_recipes"
     __table_args__ = (
         Index("ix_recipes_org_id", "organization_uid", "id"),
@@ -34,27 +49,22 @@ class ProvisioningRecipe(SQLModel, table=True):
     """Insertion order: the key of keyset cursors."""
     uid: str = Field(max_length=32, unique=True, index=True)
     organization_uid: str = Field(max_length=32)
-    owner_ownership_type: str = Field(default="organization", max_length=32)
+    owner_ownership_type: OwnershipType = Field(
+        default=OwnershipType.ORGANIZATION, sa_type=_by_value(OwnershipType, 32)
+    )
     owner_organization_uid: str | None = Field(default=None, max_length=32)
     owner_parent_company_uid: str | None = Field(default=None, max_length=32)
-    status: str = Field(default="Pending", max_length=16, index=True)
-    confirmed_ownership: bool | None = None
-    serial_number: str | None = Field(default=None, max_length=128, index=True)
-    mac_address: str | None = Field(default=None, max_length=17, index=True)
-    model: str | None = Field(default=None, max_length=128)
-    brand: str = Field(max_length=128)
-    tag_uids: list[str] | None = Field(default=None, sa_column=Column(JSON))
-    device_name: str | None = Field(default=None, max_length=256)
-    policy_uid: str | None = Field(default=None, max_length=32)
-    location_uid: str | None = Field(default=None, max_length=32)
-    warning_message: str | None = Field(default=None, max_length=1024)
-    error_message: str | None = Field(default=None, max_length=1024)
+    status: RecipeStatus = Field(
+        default=RecipeStatus.PENDING, sa_type=_by_value(RecipeStatus, 16), index=True
+    )
+    warning_message: str | None = Field(default=None, max_length=MESSAGE_LENGTH)
+    error_message: str | None = Field(default=None, max_length=MESSAGE_LENGTH)
     originator_account_id: int | None = None
     originator_organization_uid: str | None = Field(default=None, max_length=32)
     originator_policy_uid: str | None = Field(default=None, max_length=32)
     device_kind: str | None = Field(default=None, max_length=16)
     device_identifier: str | None = Field(default=None, max_length=64)
-    idempotency_key: str | None = Field(default=None, max_length=128)
+    idempotency_key: str | None = Field(default=None, max_length=IDEMPOTENCY_KEY_LENGTH)
     idempotency_subject: str | None = Field(default=None, max_length=128)
     """The subject of the principal that used the key (null on rows older than the scope)."""
     idempotency_digest: str | None = Field(default=None, max_length=64)

@@ -6,6 +6,7 @@ retry). Applied and Invalid are final. A transition is a compare-and-set on the 
 on SQLite (no row locks) as on PostgreSQL; its event is written in the same transaction.
 """
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -25,19 +26,26 @@ from sqlmodel.sql.expression import SelectOfScalar
 from models import recipe_events
 from models.devices import DeviceIdentifier
 from models.principal import Principal
-from models.recipes import OutboxEvent, ProvisioningRecipe
+from models.recipe_fields import (
+    RECIPE_FIELDS,
+    Check,
+    OwnershipType,
+    RecipeField,
+    RecipeStatus,
+    values_of,
+    with_recipe_fields,
+)
+from models.recipes import IDEMPOTENCY_KEY_LENGTH, MESSAGE_LENGTH, OutboxEvent, ProvisioningRecipe
 from models.text import UNSTORABLE_RULE, storable
 
-TRANSITIONS = {
-    "Pending": {"Applied", "Failed", "Invalid"},
-    "Failed": {"Pending"},
-    "Applied": set(),
-    "Invalid": set(),
+TRANSITIONS: dict[RecipeStatus, frozenset[RecipeStatus]] = {
+    RecipeStatus.PENDING: frozenset(
+        {RecipeStatus.APPLIED, RecipeStatus.FAILED, RecipeStatus.INVALID}
+    ),
+    RecipeStatus.FAILED: frozenset({RecipeStatus.PENDING}),
+    RecipeStatus.APPLIED: frozenset(),
+    RecipeStatus.INVALID: frozenset(),
 }
-MAX_TAGS = 50
-MAX_TEXT = {"brand": 128, "model": 128, "serialNumber": 128, "deviceName": 256}
-MAX_MESSAGE = 1024
-MAX_IDEMPOTENCY_KEY = 128
 _UID = re.compile(r"[0-9a-fA-F]{32}")
 _MAC = re.compile(r"([0-9A-Fa-f]{2})[:-]?" * 5 + r"([0-9A-Fa-f]{2})")
 _OUTBOX_LOCK = 7_216_011  # pg_advisory_xact_lock key: outbox rows commit in seq order
@@ -51,21 +59,18 @@ class UserError:
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+@with_recipe_fields(
+    "organization_uid",
+    lambda spec: field() if spec.required else field(default=None),
+)
 class NewRecipe:
+    """What a caller asks to create: the recipe's plain fields (``RecipeFields``) too."""
+
     organization_uid: str
-    brand: str
-    owner_ownership_type: str = "organization"
+    owner_ownership_type: OwnershipType = OwnershipType.ORGANIZATION
     owner_organization_uid: str | None = None
     owner_parent_company_uid: str | None = None
-    confirmed_ownership: bool | None = None
-    serial_number: str | None = None
-    mac_address: str | None = None
-    model: str | None = None
-    tag_uids: list[str] | None = None
-    device_name: str | None = None
-    policy_uid: str | None = None
-    location_uid: str | None = None
     device: DeviceIdentifier | None = None
     idempotency_key: str | None = field(default=None, compare=False)
 
@@ -73,7 +78,7 @@ class NewRecipe:
 @dataclass(frozen=True)
 class RecipeFilter:
     organization_uid: str | None = None
-    statuses: Sequence[str] | None = None
+    statuses: Sequence[RecipeStatus] | None = None
     serial_number: str | None = None
     mac_address: str | None = None
     device: DeviceIdentifier | None = None
@@ -115,27 +120,68 @@ def _check_characters(errors: list[UserError], path: list[str], value: str | Non
         )
 
 
-def _check_text(
-    errors: list[UserError], name: str, value: str | None, *, required: bool = False
-) -> str | None:
-    if value is not None:
-        value = value.strip()
-    if not value:
-        if required:
-            errors.append(UserError(["input", name], "REQUIRED", f"{name} is required."))
-        return None
-    if len(value) > MAX_TEXT[name]:
+def _check_text(errors: list[UserError], spec: RecipeField, value: str) -> str:
+    if spec.max_length is not None and len(value) > spec.max_length:
         errors.append(
-            UserError(["input", name], "TOO_LONG", f"At most {MAX_TEXT[name]} characters.")
+            UserError(["input", spec.key], "TOO_LONG", f"At most {spec.max_length} characters.")
         )
     else:
-        _check_characters(errors, ["input", name], value)
+        _check_characters(errors, ["input", spec.key], value)
     return value
 
 
+def _check_mac(errors: list[UserError], path: list[str], value: str) -> str | None:
+    mac = canonical_mac(value)
+    if mac is None:
+        errors.append(
+            UserError(
+                path,
+                "INVALID_MAC_ADDRESS",
+                "Must be six pairs of hex digits, e.g. 29:9F:66:C8:00:1A.",
+            )
+        )
+    return mac
+
+
+def _check_tags(errors: list[UserError], spec: RecipeField, tags: list[str]) -> list[str]:
+    if spec.max_length is not None and len(tags) > spec.max_length:
+        errors.append(
+            UserError(["input", spec.key], "TOO_MANY", f"At most {spec.max_length} tags.")
+        )
+    checked = [_check_uid(errors, ["input", spec.key, str(i)], tag) for i, tag in enumerate(tags)]
+    return list(dict.fromkeys(t for t in checked if t))
+
+
+def _check_field(errors: list[UserError], spec: RecipeField, value: Any) -> Any:
+    """The value of one plain field in canonical form; what is wrong with it in ``errors``."""
+    if spec.check is Check.TEXT and value is not None:
+        value = value.strip() or None  # blank text is no text
+    if value is None:
+        if spec.required:
+            errors.append(UserError(["input", spec.key], "REQUIRED", f"{spec.key} is required."))
+        return None
+    match spec.check:
+        case Check.TEXT:
+            return _check_text(errors, spec, value)
+        case Check.UID:
+            return _check_uid(errors, ["input", spec.key], value)
+        case Check.MAC_ADDRESS:
+            return _check_mac(errors, ["input", spec.key], value)
+        case Check.TAGS:
+            return _check_tags(errors, spec, value)
+        case None:
+            return value
+
+
 def validate(new: NewRecipe) -> tuple[NewRecipe, list[UserError]]:
-    """The input in canonical form, and everything wrong with it."""
+    """The input in canonical form, and everything wrong with it, in the input's order."""
     errors: list[UserError] = []
+    owner_organization = _check_uid(
+        errors, ["input", "owner", "organizationUid"], new.owner_organization_uid
+    )
+    owner_parent_company = _check_uid(
+        errors, ["input", "owner", "parentCompanyUid"], new.owner_parent_company_uid
+    )
     organization = None
     if not new.organization_uid or not new.organization_uid.strip():
         errors.append(
@@ -143,55 +189,24 @@ def validate(new: NewRecipe) -> tuple[NewRecipe, list[UserError]]:
         )
     else:
         organization = _check_uid(errors, ["input", "organizationUid"], new.organization_uid)
-    brand = _check_text(errors, "brand", new.brand, required=True)
-    mac = None
-    if new.mac_address is not None:
-        mac = canonical_mac(new.mac_address)
-        if mac is None:
-            errors.append(
-                UserError(
-                    ["input", "macAddress"],
-                    "INVALID_MAC_ADDRESS",
-                    "Must be six pairs of hex digits, e.g. 29:9F:66:C8:00:1A.",
-                )
-            )
-    tags: list[str] | None = None
-    if new.tag_uids is not None:
-        if len(new.tag_uids) > MAX_TAGS:
-            errors.append(UserError(["input", "tagUids"], "TOO_MANY", f"At most {MAX_TAGS} tags."))
-        checked = [
-            _check_uid(errors, ["input", "tagUids", str(i)], tag)
-            for i, tag in enumerate(new.tag_uids)
-        ]
-        tags = list(dict.fromkeys(t for t in checked if t))
-    if new.idempotency_key is not None and not 0 < len(new.idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+    values = {
+        spec.name: _check_field(errors, spec, getattr(new, spec.name)) for spec in RECIPE_FIELDS
+    }
+    key = new.idempotency_key
+    if key is not None and not 0 < len(key) <= IDEMPOTENCY_KEY_LENGTH:
         errors.append(
             UserError(
-                ["input", "idempotencyKey"], "INVALID", f"1 to {MAX_IDEMPOTENCY_KEY} characters."
+                ["input", "idempotencyKey"], "INVALID", f"1 to {IDEMPOTENCY_KEY_LENGTH} characters."
             )
         )
     else:
-        _check_characters(errors, ["input", "idempotencyKey"], new.idempotency_key)
-    canonical = NewRecipe(
+        _check_characters(errors, ["input", "idempotencyKey"], key)
+    canonical = dataclasses.replace(
+        new,
+        **values,
         organization_uid=organization or "",
-        brand=brand or "",
-        owner_ownership_type=new.owner_ownership_type,
-        owner_organization_uid=_check_uid(
-            errors, ["input", "owner", "organizationUid"], new.owner_organization_uid
-        ),
-        owner_parent_company_uid=_check_uid(
-            errors, ["input", "owner", "parentCompanyUid"], new.owner_parent_company_uid
-        ),
-        confirmed_ownership=new.confirmed_ownership,
-        serial_number=_check_text(errors, "serialNumber", new.serial_number),
-        mac_address=mac,
-        model=_check_text(errors, "model", new.model),
-        tag_uids=tags,
-        device_name=_check_text(errors, "deviceName", new.device_name),
-        policy_uid=_check_uid(errors, ["input", "policyUid"], new.policy_uid),
-        location_uid=_check_uid(errors, ["input", "locationUid"], new.location_uid),
-        device=new.device,
-        idempotency_key=new.idempotency_key,
+        owner_organization_uid=owner_organization,
+        owner_parent_company_uid=owner_parent_company,
     )
     return canonical, errors
 
@@ -277,21 +292,13 @@ class RecipeStore:
             )
         now = _now()
         recipe = ProvisioningRecipe(
+            **values_of(new),
             uid=uuid.uuid4().hex,
             organization_uid=new.organization_uid,
             owner_ownership_type=new.owner_ownership_type,
             owner_organization_uid=new.owner_organization_uid,
             owner_parent_company_uid=new.owner_parent_company_uid,
-            status="Pending",
-            confirmed_ownership=new.confirmed_ownership,
-            serial_number=new.serial_number,
-            mac_address=new.mac_address,
-            model=new.model,
-            brand=new.brand,
-            tag_uids=new.tag_uids,
-            device_name=new.device_name,
-            policy_uid=new.policy_uid,
-            location_uid=new.location_uid,
+            status=RecipeStatus.PENDING,
             originator_account_id=principal.account_id,
             # The organization the caller acted for; none for an all-organizations operator.
             originator_organization_uid=(
@@ -357,16 +364,16 @@ class RecipeStore:
     async def update_status(
         self,
         uid: str,
-        status: str,
+        status: RecipeStatus,
         principal: Principal,
         error_message: str | None = None,
         warning_message: str | None = None,
     ) -> Outcome:
         errors: list[UserError] = []
         for name, value in (("errorMessage", error_message), ("warningMessage", warning_message)):
-            if value is not None and len(value) > MAX_MESSAGE:
+            if value is not None and len(value) > MESSAGE_LENGTH:
                 errors.append(
-                    UserError(["input", name], "TOO_LONG", f"At most {MAX_MESSAGE} characters.")
+                    UserError(["input", name], "TOO_LONG", f"At most {MESSAGE_LENGTH} characters.")
                 )
             else:
                 _check_characters(errors, ["input", name], value)
@@ -418,8 +425,8 @@ class RecipeStore:
         self,
         session: AsyncSession,
         uid: str,
-        expected: str,
-        status: str,
+        expected: RecipeStatus,
+        status: RecipeStatus,
         error_message: str | None,
         warning_message: str | None,
     ) -> ProvisioningRecipe | None:

@@ -2,8 +2,9 @@
 
 import strawberry
 
+from graph.context import Info
 from graph.devices.identifiers import identifier_record
-from graph.permissions import RECIPES_WRITE, needs
+from graph.permissions import needs
 from graph.recipes.types import (
     CreateProvisioningRecipeInput,
     CreateProvisioningRecipePayload,
@@ -15,16 +16,18 @@ from graph.recipes.types import (
     status_event,
 )
 from models.devices import DeviceIdentifier as IdentifierRecord
+from models.principal import RECIPES_WRITE
+from models.recipe_fields import values_of
 from resolvers.recipes import NewRecipe, Outcome
 
 
-def _settle(info: strawberry.Info, outcome: Outcome) -> None:
+def _settle(info: Info, outcome: Outcome) -> None:
     if outcome.seq is not None:
         info.context.services.hub.committed()
 
 
 async def create_provisioning_recipe(
-    info: strawberry.Info, input: CreateProvisioningRecipeInput
+    info: Info, input: CreateProvisioningRecipeInput
 ) -> CreateProvisioningRecipePayload:
     context = info.context
     device = None
@@ -50,19 +53,11 @@ async def create_provisioning_recipe(
 
     outcome = await context.services.recipes.create(
         NewRecipe(
+            **values_of(input),
             organization_uid=input.organization_uid,
-            brand=input.brand,
-            owner_ownership_type=input.owner.ownership_type.value,
+            owner_ownership_type=input.owner.ownership_type,
             owner_organization_uid=input.owner.organization_uid,
             owner_parent_company_uid=input.owner.parent_company_uid,
-            confirmed_ownership=input.confirmed_ownership,
-            serial_number=input.serial_number,
-            mac_address=input.mac_address,
-            model=input.model,
-            tag_uids=input.tag_uids,
-            device_name=input.device_name,
-            policy_uid=input.policy_uid,
-            location_uid=input.location_uid,
             device=device,
             idempotency_key=input.idempotency_key,
         ),
@@ -78,12 +73,12 @@ async def create_provisioning_recipe(
 
 
 async def update_provisioning_recipe_status(
-    info: strawberry.Info, input: UpdateProvisioningRecipeStatusInput
+    info: Info, input: UpdateProvisioningRecipeStatusInput
 ) -> UpdateProvisioningRecipeStatusPayload:
     context = info.context
     outcome = await context.services.recipes.update_status(
         input.uid,
-        input.status.value,
+        input.status,
         context.principal,
         input.error_message,
         input.warning_message,

@@ -4,7 +4,7 @@ import strawberry
 
 from graph.context import Info
 from graph.errors import user_error
-from graph.permissions import RECIPES_READ, needs
+from graph.permissions import needs
 from graph.recipes.types import (
     ProvisioningRecipe,
     ProvisioningRecipeConnection,
@@ -12,18 +12,19 @@ from graph.recipes.types import (
     ProvisioningRecipeFilter,
 )
 from graph.relay import PageInfo, node_loader, page_size
+from models.principal import RECIPES_READ
 from resolvers.recipes import RecipeFilter, canonical_mac
 
 RECIPES_CURSOR = "r"
 
 
-async def provisioning_recipe(info: strawberry.Info, uid: str) -> ProvisioningRecipe | None:
+async def provisioning_recipe(info: Info, uid: str) -> ProvisioningRecipe | None:
     row = await info.context.services.recipes.get(uid, info.context.principal)
     return ProvisioningRecipe.of(row) if row else None
 
 
 async def recipe_connection(
-    info: strawberry.Info,
+    info: Info,
     where: RecipeFilter,
     first: int | None,
     after: str | None,
@@ -73,7 +74,7 @@ async def recipe_connection(
 
 
 async def provisioning_recipes(
-    info: strawberry.Info,
+    info: Info,
     filter: ProvisioningRecipeFilter | None = None,
     first: int | None = None,
     after: str | None = None,
@@ -89,7 +90,7 @@ async def provisioning_recipes(
         organization_uid=filter.organization_uid.lower()
         if filter and filter.organization_uid
         else None,
-        statuses=[s.value for s in filter.statuses] if filter and filter.statuses else None,
+        statuses=filter.statuses if filter and filter.statuses else None,
         serial_number=filter.serial_number if filter else None,
         mac_address=mac,
     )

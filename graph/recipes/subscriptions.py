@@ -4,8 +4,9 @@ from collections.abc import AsyncGenerator, Callable
 
 import strawberry
 
+from graph.context import Info
 from graph.errors import user_error
-from graph.permissions import RECIPES_READ, needs
+from graph.permissions import needs
 from graph.recipes.types import (
     DeviceProvisioningRecipeCreated,
     DeviceProvisioningRecipeStatusUpdated,
@@ -14,11 +15,12 @@ from graph.recipes.types import (
     created_event,
 )
 from models import recipe_events
+from models.principal import RECIPES_READ
 from models.recipes import OutboxEvent
 
 
 def _accepts(
-    organization_uid: str | None, types: set[str], info: strawberry.Info
+    organization_uid: str | None, types: set[str], info: Info
 ) -> Callable[[OutboxEvent], bool]:
     principal = info.context.principal
 
@@ -49,7 +51,7 @@ def _after(after: strawberry.ID | None) -> int | None:
 
 
 async def provisioning_recipe_created(
-    info: strawberry.Info,
+    info: Info,
     organization_uid: str | None = None,
     after: strawberry.ID | None = None,
 ) -> AsyncGenerator[DeviceProvisioningRecipeCreated, None]:
@@ -59,7 +61,7 @@ async def provisioning_recipe_created(
 
 
 async def provisioning_recipe_events(
-    info: strawberry.Info,
+    info: Info,
     organization_uid: str | None = None,
     after: strawberry.ID | None = None,
 ) -> AsyncGenerator[DeviceProvisioningRecipeCreated | DeviceProvisioningRecipeStatusUpdated, None]:
@@ -72,17 +74,22 @@ async def provisioning_recipe_events(
 
 @strawberry.type
 class Subscription:
-    provisioning_recipe_created: DeviceProvisioningRecipeCreated = strawberry.subscription(
-        resolver=provisioning_recipe_created,
-        description="Live recipe creations, optionally for one organization. With "
-        "`after` (an event id) the stream first replays every later event it still "
-        "keeps, then goes live, so a client that reconnects misses nothing. Only the "
-        "caller's organizations. Needs recipes:read.",
-        extensions=needs(RECIPES_READ),
+    # A subscription field is typed as its stream; the schema shows what the stream yields.
+    provisioning_recipe_created: AsyncGenerator[DeviceProvisioningRecipeCreated, None] = (
+        strawberry.subscription(
+            resolver=provisioning_recipe_created,
+            description="Live recipe creations, optionally for one organization. With "
+            "`after` (an event id) the stream first replays every later event it still "
+            "keeps, then goes live, so a client that reconnects misses nothing. Only the "
+            "caller's organizations. Needs recipes:read.",
+            extensions=needs(RECIPES_READ),
+        )
     )
-    provisioning_recipe_events: ProvisioningRecipeEvent = strawberry.subscription(
-        resolver=provisioning_recipe_events,
-        description="Creations and status changes together, in the order they happened. "
-        "Only the caller's organizations. Needs recipes:read.",
-        extensions=needs(RECIPES_READ),
+    provisioning_recipe_events: AsyncGenerator[ProvisioningRecipeEvent, None] = (
+        strawberry.subscription(
+            resolver=provisioning_recipe_events,
+            description="Creations and status changes together, in the order they happened. "
+            "Only the caller's organizations. Needs recipes:read.",
+            extensions=needs(RECIPES_READ),
+        )
     )

@@ -1,18 +1,26 @@
 """The recipe, its inputs and payloads, and the events announced about it."""
 
 from collections.abc import Awaitable, Callable
-from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import strawberry
 from strawberry.scalars import JSON
 
+from graph.context import Info
 from graph.devices.identifiers import DeviceIdentifierInput
-from graph.permissions import HISTORY_READ, needs
+from graph.permissions import needs
 from graph.relay import Node, PageInfo, global_id, load_node
 from graph.scalars import DateTime
 from models import recipe_events
 from models.instants import from_datetime
+from models.principal import HISTORY_READ
+from models.recipe_fields import (
+    OwnershipType,
+    RecipeField,
+    RecipeStatus,
+    values_of,
+    with_recipe_fields,
+)
 from models.recipes import ProvisioningRecipe as RecipeRow
 from resolvers.recipes import UserError as UserErrorRecord
 
@@ -23,17 +31,18 @@ DeviceType = Annotated["Device", strawberry.lazy("graph.devices.types")]
 """Lazy: the Device type reaches recipes through its provisioningRecipes field."""
 
 
-@strawberry.enum
-class ProvisioningRecipeStatus(Enum):
-    PENDING = "Pending"
-    APPLIED = "Applied"
-    FAILED = "Failed"
-    INVALID = "Invalid"
+strawberry.enum(RecipeStatus, name="ProvisioningRecipeStatus")
+strawberry.enum(OwnershipType)
 
 
-@strawberry.enum
-class OwnershipType(Enum):
-    ORGANIZATION = "organization"
+def _output(field: RecipeField) -> object:
+    return strawberry.field(description=field.description)
+
+
+def _input(field: RecipeField) -> object:
+    if field.required:
+        return strawberry.field(description=field.description)
+    return strawberry.field(default=None, description=field.description)
 
 
 @strawberry.type
@@ -56,21 +65,13 @@ class UnsuccessfulRegisterAttemptStatus:
 
 
 @strawberry.type
+@with_recipe_fields("status", _output)
 class ProvisioningRecipe(Node):
     id: strawberry.ID
     uid: str
     owner: RecipeOwner
     organization_uid: str
-    status: ProvisioningRecipeStatus
-    confirmed_ownership: bool | None
-    serial_number: str | None
-    mac_address: str | None
-    model: str | None
-    brand: str
-    tag_uids: list[str] | None
-    device_name: str | None
-    policy_uid: str | None
-    location_uid: str | None
+    status: RecipeStatus
     unsuccessful_register_attempt_status: UnsuccessfulRegisterAttemptStatus | None
     error_message: str | None
     originator: Originator | None
@@ -83,11 +84,13 @@ class ProvisioningRecipe(Node):
         "history:read.",
         extensions=needs(HISTORY_READ),
     )
-    async def device(self, info: strawberry.Info) -> DeviceType | None:
+    async def device(self, info: Info) -> DeviceType | None:
         if self.row.device_kind is None or self.row.device_identifier is None:
             return None
         # Through the node loaders: the devices domain imports this one, not the reverse.
-        return await load_node(info, "Device", [self.row.device_kind, self.row.device_identifier])
+        # The loader registered for "Device" gives Devices.
+        device = await load_node(info, "Device", [self.row.device_kind, self.row.device_identifier])
+        return cast("Device | None", device)
 
     @classmethod
     def of(cls, row: RecipeRow) -> "ProvisioningRecipe":
@@ -106,24 +109,16 @@ class ProvisioningRecipe(Node):
                 policy_uid=row.originator_policy_uid,
             )
         return cls(
+            **values_of(row),
             id=global_id("ProvisioningRecipe", row.uid),
             uid=row.uid,
             owner=RecipeOwner(
-                ownership_type=OwnershipType(row.owner_ownership_type),
+                ownership_type=row.owner_ownership_type,
                 organization_uid=row.owner_organization_uid,
                 parent_company_uid=row.owner_parent_company_uid,
             ),
             organization_uid=row.organization_uid,
-            status=ProvisioningRecipeStatus(row.status),
-            confirmed_ownership=row.confirmed_ownership,
-            serial_number=row.serial_number,
-            mac_address=row.mac_address,
-            model=row.model,
-            brand=row.brand,
-            tag_uids=row.tag_uids,
-            device_name=row.device_name,
-            policy_uid=row.policy_uid,
-            location_uid=row.location_uid,
+            status=row.status,
             unsuccessful_register_attempt_status=(
                 UnsuccessfulRegisterAttemptStatus(warning_message=row.warning_message)
                 if row.warning_message is not None
@@ -157,7 +152,7 @@ class ProvisioningRecipeConnection:
 @strawberry.input
 class ProvisioningRecipeFilter:
     organization_uid: str | None = None
-    statuses: list[ProvisioningRecipeStatus] | None = None
+    statuses: list[RecipeStatus] | None = None
     serial_number: str | None = None
     mac_address: str | None = None
 
@@ -170,18 +165,10 @@ class RecipeOwnerInput:
 
 
 @strawberry.input
+@with_recipe_fields("organization_uid", _input)
 class CreateProvisioningRecipeInput:
     owner: RecipeOwnerInput
     organization_uid: str
-    confirmed_ownership: bool | None = None
-    serial_number: str | None = None
-    mac_address: str | None = None
-    model: str | None = None
-    brand: str
-    tag_uids: list[str] | None = None
-    device_name: str | None = None
-    policy_uid: str | None = None
-    location_uid: str | None = None
     device: DeviceIdentifierInput | None = strawberry.field(
         default=None, description="Links the recipe to an upstream device; optional."
     )
@@ -194,7 +181,7 @@ class CreateProvisioningRecipeInput:
 @strawberry.input
 class UpdateProvisioningRecipeStatusInput:
     uid: str
-    status: ProvisioningRecipeStatus
+    status: RecipeStatus
     error_message: str | None = None
     warning_message: str | None = None
 
@@ -218,19 +205,11 @@ class EventOwner:
 
 
 @strawberry.type
+@with_recipe_fields("status", _output)
 class ProvisioningRecipeCreatedPayload:
     owner: EventOwner
     organization_uid: str
     status: str
-    confirmed_ownership: bool | None
-    serial_number: str | None
-    mac_address: str | None
-    model: str | None
-    brand: str
-    tag_uids: list[str] | None
-    device_name: str | None
-    policy_uid: str | None
-    location_uid: str | None
     unsuccessful_register_attempt_status: UnsuccessfulRegisterAttemptStatus | None
     error_message: str | None
     uid: str
@@ -298,6 +277,7 @@ def created_event(document: dict[str, Any]) -> DeviceProvisioningRecipeCreated:
         kind=document["kind"],
         type=document["type"],
         payload=ProvisioningRecipeCreatedPayload(
+            **recipe_events.field_values(p),
             owner=EventOwner(
                 ownership_type=p["owner"]["ownershipType"],
                 organization_uid=p["owner"]["organizationUid"],
@@ -305,15 +285,6 @@ def created_event(document: dict[str, Any]) -> DeviceProvisioningRecipeCreated:
             ),
             organization_uid=p["organizationUid"],
             status=p["status"],
-            confirmed_ownership=p.get("confirmedOwnership"),
-            serial_number=p.get("serialNumber"),
-            mac_address=p.get("macAddress"),
-            model=p.get("model"),
-            brand=p["brand"],
-            tag_uids=p.get("tagUids"),
-            device_name=p.get("deviceName"),
-            policy_uid=p.get("policyUid"),
-            location_uid=p.get("locationUid"),
             unsuccessful_register_attempt_status=_attempt(p),
             error_message=p.get("errorMessage"),
             uid=p["uid"],
@@ -326,7 +297,7 @@ def created_event(document: dict[str, Any]) -> DeviceProvisioningRecipeCreated:
             else None,
             type=p["type"],
         ),
-        json=document,
+        json=JSON(document),
     )
 
 
@@ -343,7 +314,7 @@ def status_event(document: dict[str, Any]) -> DeviceProvisioningRecipeStatusUpda
             error_message=p.get("errorMessage"),
             type=p["type"],
         ),
-        json=document,
+        json=JSON(document),
     )
 
 

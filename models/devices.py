@@ -46,6 +46,21 @@ class DeviceIdentifier(NamedTuple):
         return cls(kind.strip().lower(), identifier.strip())
 
 
+class InvalidIdentifier(ValueError):
+    """An identifier the upstream would refuse. The message leaves the value out: it may
+    be long, or made to look like something else."""
+
+
+def read_identifier(kind: str, identifier: str) -> DeviceIdentifier:
+    """The identifier as the upstream takes it, of a kind in IDENTIFIER_FORMATS;
+    InvalidIdentifier for one the upstream would refuse."""
+    value = identifier.strip().upper()
+    expected = IDENTIFIER_FORMATS[kind]
+    if not expected.pattern.fullmatch(value):
+        raise InvalidIdentifier(f"Not a valid {kind.upper()} identifier: {expected.description}.")
+    return DeviceIdentifier(kind, value)
+
+
 class DeviceRecord(NamedTuple):
     device_id: int
     """The upstream's numeric id, the key GetDeviceList pages by."""

@@ -22,7 +22,29 @@ from typing import NamedTuple
 
 from models.devices import DeviceIdentifier
 from models.events import HistoryWindow, ProvisioningEvent
-from models.instants import format_instant
+from models.instants import format_instant, parse_instant
+
+RANGE_START = parse_instant("2000-01-01T00:00:00Z")
+"""The earliest instant a range may name, and where a range without a start begins."""
+RANGE_END = parse_instant("2100-01-01T00:00:00Z")
+"""Instants a range may name lie before this."""
+
+
+def range_problem(
+    occurred_after: int | None, occurred_before: int | None
+) -> tuple[str, str] | None:
+    """(argument, message) for a range that cannot be asked for, else None."""
+    for name, value in (("occurredAfter", occurred_after), ("occurredBefore", occurred_before)):
+        if value is not None and not RANGE_START <= value < RANGE_END:
+            return name, f"{name} must lie from 2000-01-01T00:00:00Z to before 2100-01-01."
+    if (
+        occurred_after is not None
+        and occurred_before is not None
+        and occurred_after > occurred_before
+    ):
+        return "occurredAfter", "occurredAfter must not be later than occurredBefore."
+    return None
+
 
 FetchWindow = Callable[[DeviceIdentifier, int, int], Awaitable[HistoryWindow]]
 """Reads one upstream window: (device, earliest, latest) in ticks, both inclusive."""

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models.reports import TERMINAL, ReportJob
-from resolvers.reports import Progress, report_json, run_report, spec_json
+from models.reports import OPEN, TERMINAL, ReportJob, ReportJobState
+from resolvers.reports import Progress, ReportRequest, report_json, run_report
 from resolvers.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class ReportJobs:
         # past the limit at the same moment.
         self._starting = asyncio.Lock()
 
-    async def start(self, owner: str, request: dict[str, Any]) -> ReportJob:
+    async def start(self, owner: str, request: ReportRequest) -> ReportJob:
         """A new job of ``owner``'s; ``TooManyJobs`` when it has its fill running."""
         async with self._starting:
             if await self._open_jobs(owner) >= self._max_per_owner:
@@ -79,7 +79,7 @@ class ReportJobs:
         async with self._sessions() as session:
             found = await session.exec(
                 select(ReportJob).where(
-                    col(ReportJob.owner) == owner, col(ReportJob.state).in_(("QUEUED", "RUNNING"))
+                    col(ReportJob.owner) == owner, col(ReportJob.state).in_(OPEN)
                 )
             )
             return sum(not self._stale(job) for job in found.all())
@@ -89,14 +89,14 @@ class ReportJobs:
         stale = _now() - _aware(job.updated_at) > self._stale_after
         return job.id not in self._running and stale
 
-    async def _start(self, owner: str, request: dict[str, Any]) -> ReportJob:
+    async def _start(self, owner: str, request: ReportRequest) -> ReportJob:
         now = _now()
         job = ReportJob(
             id=uuid.uuid4().hex,
             owner=owner,
-            request=request,
-            state="QUEUED",
-            devices_total=len(request["devices"]),
+            request=request.json(),
+            state=ReportJobState.QUEUED,
+            devices_total=len(request.devices),
             created_at=now,
             updated_at=now,
         )
@@ -118,7 +118,8 @@ class ReportJobs:
             job = await session.get(ReportJob, job_id, with_for_update=True)
             if job is None:
                 return None
-            if job.state == "CANCELLED" and values.get("state") != "CANCELLED":
+            cancelled = ReportJobState.CANCELLED
+            if job.state == cancelled and values.get("state") != cancelled:
                 raise JobCancelled(job_id)
             for name, value in values.items():
                 setattr(job, name, value)
@@ -126,7 +127,8 @@ class ReportJobs:
             session.add(job)
             return job
 
-    async def _run(self, job_id: str, request: dict[str, Any]) -> None:
+    async def _run(self, job_id: str, request: ReportRequest) -> None:
+        spec = request.spec()
         progress = Progress()
         written = 0.0
 
@@ -137,26 +139,24 @@ class ReportJobs:
                 await self._write_progress(job_id, progress)
 
         try:
-            await self._update(job_id, state="RUNNING")
-            report = await run_report(
-                self._upstream, spec_json(request), progress, self._concurrency, on_device
-            )
+            await self._update(job_id, state=ReportJobState.RUNNING)
+            report = await run_report(self._upstream, spec, progress, self._concurrency, on_device)
             await self._write_progress(job_id, progress)
             await self._update(
                 job_id,
-                state="SUCCEEDED",
+                state=ReportJobState.SUCCEEDED,
                 finished_at=_now(),
-                result=report_json(report, spec_json(request)),
+                result=report_json(report, spec),
             )
         except (JobCancelled, asyncio.CancelledError):
             with contextlib.suppress(Exception):
-                await self._update(job_id, state="CANCELLED", finished_at=_now())
+                await self._update(job_id, state=ReportJobState.CANCELLED, finished_at=_now())
         except Exception as error:
             log.exception("report job %s failed", job_id)
             with contextlib.suppress(Exception):
                 await self._update(
                     job_id,
-                    state="FAILED",
+                    state=ReportJobState.FAILED,
                     finished_at=_now(),
                     error=f"The report failed ({type(error).__name__}).",
                 )
@@ -177,15 +177,16 @@ class ReportJobs:
             job = await session.get(ReportJob, job_id)
         if job is None or job.owner != owner:
             return None
-        if job.state in ("QUEUED", "RUNNING") and self._stale(job):
-            job.state, job.error = "FAILED", "The process running this job has stopped."
+        if job.state in OPEN and self._stale(job):
+            job.state = ReportJobState.FAILED
+            job.error = "The process running this job has stopped."
         return job
 
     async def cancel(self, job_id: str, owner: str) -> ReportJob | None:
         job = await self.get(job_id, owner)
         if job is None or job.state in TERMINAL:
             return job
-        await self._update(job_id, state="CANCELLED", finished_at=_now())
+        await self._update(job_id, state=ReportJobState.CANCELLED, finished_at=_now())
         task = self._running.get(job_id)
         if task is not None:
             task.cancel()

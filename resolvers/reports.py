@@ -16,15 +16,32 @@ from operator import attrgetter
 from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
-from models.devices import DeviceIdentifier
+from models.devices import (
+    IDENTIFIER_FORMATS,
+    IDENTIFIER_KINDS,
+    DeviceIdentifier,
+    InvalidIdentifier,
+    read_identifier,
+)
 from models.events import ProvisioningEvent
 from models.instants import TICKS_PER_SECOND, from_datetime
-from resolvers.history import HistoryPager, Matcher, matcher
+from models.reports import ReportDimension, TimeBucket
+from resolvers.history import HistoryPager, Matcher, matcher, range_problem
+from resolvers.recipes import UserError
 from resolvers.upstream import Cost, Upstream
 from soap.errors import UpstreamError, UpstreamFault
 
-DIMENSIONS = ("EVENT_TYPE", "STATUS", "EVENT_BY", "SERVICE_PLAN", "DEVICE")
-BUCKETS = ("HOUR", "DAY", "WEEK", "MONTH")
+DEFAULT_GROUP_BY = (ReportDimension.EVENT_TYPE,)
+KEY_NAMES = {
+    ReportDimension.EVENT_TYPE: "eventType",
+    ReportDimension.STATUS: "status",
+    ReportDimension.EVENT_BY: "eventBy",
+    ReportDimension.SERVICE_PLAN: "servicePlan",
+    ReportDimension.DEVICE: "device",
+}
+"""The name a dimension has in a row's key (and a CSV report's column)."""
+TIME_ZONE_EXPECTED = "timeZone must name an IANA time zone, such as Europe/Berlin or UTC."
+KIND_NAMES = ", ".join(kind.upper() for kind in IDENTIFIER_KINDS)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 RowKey = tuple[Any, ...]
 """The group_by values in order, then the bucket start (ticks) if bucketed."""
@@ -35,8 +52,8 @@ class ReportSpec:
     devices: Sequence[DeviceIdentifier]
     earliest: int
     latest: int
-    group_by: Sequence[str]
-    bucket: str | None
+    group_by: Sequence[ReportDimension]
+    bucket: TimeBucket | None
     zone: ZoneInfo
     matches: Matcher
 
@@ -82,7 +99,7 @@ def time_zone(name: str) -> ZoneInfo | None:
     return ZoneInfo(name) if name in _zone_names() else None
 
 
-def bucket_start(ticks: int, bucket: str, zone: ZoneInfo) -> int:
+def bucket_start(ticks: int, bucket: TimeBucket, zone: ZoneInfo) -> int:
     """The start of the local calendar bucket holding ``ticks``, as a UTC instant.
 
     Hours are cut in local time but keep their UTC offset, so the repeated hour of a
@@ -90,22 +107,22 @@ def bucket_start(ticks: int, bucket: str, zone: ZoneInfo) -> int:
     midnight, whatever the offset was then.
     """
     moment = (_EPOCH + timedelta(microseconds=ticks // 10)).astimezone(zone)
-    if bucket == "HOUR":
+    if bucket == TimeBucket.HOUR:
         start = moment.replace(minute=0, second=0, microsecond=0)
         return from_datetime(start)
     day = moment.date()
-    if bucket == "WEEK":
+    if bucket == TimeBucket.WEEK:
         day -= timedelta(days=day.weekday())
-    elif bucket == "MONTH":
+    elif bucket == TimeBucket.MONTH:
         day = day.replace(day=1)
     return from_datetime(datetime(day.year, day.month, day.day, tzinfo=zone))
 
 
 _FIELDS = {
-    "EVENT_TYPE": "event_type",
-    "STATUS": "status",
-    "EVENT_BY": "event_by",
-    "SERVICE_PLAN": "service_plan",
+    ReportDimension.EVENT_TYPE: "event_type",
+    ReportDimension.STATUS: "status",
+    ReportDimension.EVENT_BY: "event_by",
+    ReportDimension.SERVICE_PLAN: "service_plan",
 }
 
 
@@ -113,11 +130,11 @@ def _key_of(spec: ReportSpec, device: DeviceIdentifier) -> Callable[[Provisionin
     """A function from an event to its row key. It runs once per event of the report, so
     it avoids per-event Python work: fields come through one attrgetter, and a bucket
     is looked up only when an event leaves the previous event's bucket."""
-    fields = [_FIELDS[d] for d in spec.group_by if d != "DEVICE"]
+    fields = [_FIELDS[d] for d in spec.group_by if d != ReportDimension.DEVICE]
     get = attrgetter(*fields) if fields else (lambda event: ())
     single = len(fields) == 1
-    with_device = "DEVICE" in spec.group_by
-    place = spec.group_by.index("DEVICE") if with_device else 0
+    with_device = ReportDimension.DEVICE in spec.group_by
+    place = spec.group_by.index(ReportDimension.DEVICE) if with_device else 0
 
     def dimensions(event: ProvisioningEvent) -> RowKey:
         values = get(event)
@@ -144,15 +161,15 @@ def _key_of(spec: ReportSpec, device: DeviceIdentifier) -> Callable[[Provisionin
 # A step from a bucket's start that lands inside the next bucket whatever DST does there
 # (days last 23 to 25 hours, months 28 to 31 days).
 _INTO_NEXT = {
-    "DAY": timedelta(hours=26),
-    "WEEK": timedelta(days=7, hours=2),
-    "MONTH": timedelta(days=32),
+    TimeBucket.DAY: timedelta(hours=26),
+    TimeBucket.WEEK: timedelta(days=7, hours=2),
+    TimeBucket.MONTH: timedelta(days=32),
 }
 
 
-def next_bucket_start(start: int, bucket: str, zone: ZoneInfo) -> int:
+def next_bucket_start(start: int, bucket: TimeBucket, zone: ZoneInfo) -> int:
     """Where the bucket after the one starting at ``start`` begins."""
-    if bucket == "HOUR":
+    if bucket == TimeBucket.HOUR:
         return start + 3600 * TICKS_PER_SECOND
     step = _INTO_NEXT[bucket] // timedelta(microseconds=1) * 10
     return bucket_start(start + step, bucket, zone)
@@ -241,18 +258,12 @@ def device_json(device: DeviceIdentifier) -> dict[str, str]:
 
 def report_json(report: Report, spec: ReportSpec) -> dict[str, Any]:
     """The report as plain JSON: what a job stores and every view is built from."""
-    names = {
-        "EVENT_TYPE": "eventType",
-        "STATUS": "status",
-        "EVENT_BY": "eventBy",
-        "SERVICE_PLAN": "servicePlan",
-        "DEVICE": "device",
-    }
     rows = []
     for key, row in report.rows.items():
         values: dict[str, Any] = {}
         for dimension, value in zip(spec.group_by, key, strict=False):
-            values[names[dimension]] = device_json(value) if dimension == "DEVICE" else value
+            is_device = dimension == ReportDimension.DEVICE
+            values[KEY_NAMES[dimension]] = device_json(value) if is_device else value
         if spec.bucket is not None:
             values["bucketStart"] = key[-1]
         rows.append(
@@ -275,38 +286,129 @@ def report_json(report: Report, spec: ReportSpec) -> dict[str, Any]:
     }
 
 
-def spec_json(spec_request: dict[str, Any]) -> ReportSpec:
-    """A stored report request back as a spec (see ``request_json``)."""
-    filter = spec_request.get("filter") or [None, None, None]
-    matches, _ = matcher(*filter)
-    return ReportSpec(
-        devices=[
-            DeviceIdentifier(kind, identifier) for kind, identifier in spec_request["devices"]
-        ],
-        earliest=spec_request["earliest"],
-        latest=spec_request["latest"],
-        group_by=spec_request["groupBy"],
-        bucket=spec_request["bucket"],
-        zone=ZoneInfo(spec_request["timeZone"]),
-        matches=matches,
+@dataclass(frozen=True)
+class ReportRequest:
+    """A report as asked for, checked: what a job stores (as JSON) and a report runs."""
+
+    devices: tuple[DeviceIdentifier, ...]
+    earliest: int
+    latest: int
+    group_by: tuple[ReportDimension, ...]
+    bucket: TimeBucket | None
+    time_zone: str
+    filter: list[list[str] | None] | None
+    """Event types, statuses and users kept, in the canonical form of ``matcher``."""
+
+    def spec(self) -> ReportSpec:
+        return ReportSpec(
+            devices=self.devices,
+            earliest=self.earliest,
+            latest=self.latest,
+            group_by=self.group_by,
+            bucket=self.bucket,
+            zone=ZoneInfo(self.time_zone),
+            matches=matcher(*(self.filter or [None, None, None]))[0],
+        )
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "devices": [[d.kind, d.identifier] for d in self.devices],
+            "earliest": self.earliest,
+            "latest": self.latest,
+            "groupBy": [d.value for d in self.group_by],
+            "bucket": self.bucket.value if self.bucket else None,
+            "timeZone": self.time_zone,
+            "filter": self.filter,
+        }
+
+    @classmethod
+    def of_json(cls, document: dict[str, Any]) -> "ReportRequest":
+        """A stored request (see ``json``) back."""
+        return cls(
+            devices=tuple(
+                DeviceIdentifier(kind, identifier) for kind, identifier in document["devices"]
+            ),
+            earliest=document["earliest"],
+            latest=document["latest"],
+            group_by=tuple(ReportDimension(d) for d in document["groupBy"]),
+            bucket=TimeBucket(document["bucket"]) if document["bucket"] else None,
+            time_zone=document["timeZone"],
+            filter=document.get("filter"),
+        )
+
+
+def _range_errors(occurred_after: int | None, occurred_before: int | None) -> list[UserError]:
+    if occurred_after is None or occurred_before is None:
+        missing = [("occurredAfter", occurred_after), ("occurredBefore", occurred_before)]
+        return [
+            UserError([name], "REQUIRED", f"{name} is required.")
+            for name, value in missing
+            if value is None
+        ]
+    if problem := range_problem(occurred_after, occurred_before):
+        name, message = problem
+        return [UserError([name], "INVALID_RANGE", message)]
+    return []
+
+
+def read_device(kind: str, identifier: str) -> DeviceIdentifier | UserError:
+    """The device named, or what is wrong with it; the kind in any case. The message
+    leaves the identifier out: it may be long, or made to look like something else."""
+    # Only ASCII: str.lower() turns some other letters into ASCII ones (a Kelvin sign into k).
+    known = kind.lower() if kind.isascii() else ""
+    if known not in IDENTIFIER_FORMATS:
+        return UserError(["kind"], "INVALID_KIND", f"kind must be one of {KIND_NAMES}.")
+    try:
+        return read_identifier(known, identifier)
+    except InvalidIdentifier as invalid:
+        return UserError(["identifier"], "INVALID_IDENTIFIER", str(invalid))
+
+
+def check_request(
+    *,
+    devices: Sequence[tuple[str, str]],
+    occurred_after: int | None,
+    occurred_before: int | None,
+    group_by: Sequence[ReportDimension],
+    bucket: TimeBucket | None,
+    zone: str | None,
+    event_types: Sequence[str] | None,
+    statuses: Sequence[str] | None,
+    event_by: Sequence[str] | None,
+    max_devices: int,
+) -> ReportRequest | list[UserError]:
+    """The report asked for, or everything wrong with the asking, each error's field a
+    path below the request (``["devices", "2", "identifier"]``). Devices are (kind,
+    identifier) pairs; no zone is UTC."""
+    errors: list[UserError] = []
+    if not devices:
+        errors.append(UserError(["devices"], "REQUIRED", "Name at least one device."))
+    if len(devices) > max_devices:
+        message = f"At most {max_devices} devices a report."
+        errors.append(UserError(["devices"], "TOO_MANY", message))
+    checked = []
+    for index, (kind, identifier) in enumerate(devices):
+        device = read_device(kind, identifier)
+        if isinstance(device, UserError):
+            errors.append(
+                UserError(["devices", str(index), *device.field], device.code, device.message)
+            )
+        else:
+            checked.append(device)
+    errors += _range_errors(occurred_after, occurred_before)
+    if not group_by:
+        errors.append(UserError(["groupBy"], "REQUIRED", "Group by at least one dimension."))
+    zone = "UTC" if zone is None else zone
+    if time_zone(zone) is None:
+        errors.append(UserError(["timeZone"], "INVALID_TIME_ZONE", TIME_ZONE_EXPECTED))
+    if errors or occurred_after is None or occurred_before is None:  # missing is an error
+        return errors
+    return ReportRequest(
+        devices=tuple(checked),
+        earliest=occurred_after,
+        latest=occurred_before,
+        group_by=tuple(dict.fromkeys(group_by)),
+        bucket=bucket,
+        time_zone=zone,
+        filter=matcher(event_types, statuses, event_by)[1],
     )
-
-
-def request_json(
-    devices: Sequence[DeviceIdentifier],
-    earliest: int,
-    latest: int,
-    group_by: Sequence[str],
-    bucket: str | None,
-    time_zone: str,
-    filter: list[list[str] | None] | None,
-) -> dict[str, Any]:
-    return {
-        "devices": [[d.kind, d.identifier] for d in devices],
-        "earliest": earliest,
-        "latest": latest,
-        "groupBy": list(group_by),
-        "bucket": bucket,
-        "timeZone": time_zone,
-        "filter": filter,
-    }

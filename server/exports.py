@@ -23,31 +23,31 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from graphql import GraphQLError
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from graph.devices.identifiers import DeviceIdentifierKind, identifier_record
 from graph.errors import BAD_USER_INPUT
-from graph.history.connection import range_error
 from graph.permissions import FORBIDDEN
 from graph.reports.queries import job_id_of
-from graph.reports.types import TIME_ZONE_EXPECTED
 from graph.requests import current_request
-from models.devices import DeviceIdentifier as IdentifierRecord
+from models.devices import DeviceIdentifier
 from models.events import ProvisioningEvent
 from models.instants import InvalidInstant, format_api_instant, parse_instant
 from models.principal import HISTORY_READ, REPORTS_READ
-from resolvers.history import HistoryPager, matcher
+from models.reports import ReportDimension, TimeBucket
+from resolvers.history import HistoryPager, matcher, range_problem
+from resolvers.recipes import UserError
 from resolvers.reports import (
-    BUCKETS,
-    DIMENSIONS,
+    DEFAULT_GROUP_BY,
+    KEY_NAMES,
+    KIND_NAMES,
     Progress,
-    ReportSpec,
+    ReportRequest,
+    check_request,
+    read_device,
     report_json,
-    request_json,
     run_report,
-    spec_json,
-    time_zone,
 )
 from resolvers.upstream import Cost
 from server.auth import principal_of
@@ -69,13 +69,9 @@ HISTORY_COLUMNS = [
     "msisdn",
     "extendedAttributes",
 ]
-_DIMENSION_COLUMNS = {
-    "EVENT_TYPE": "eventType",
-    "STATUS": "status",
-    "EVENT_BY": "eventBy",
-    "SERVICE_PLAN": "servicePlan",
-    "DEVICE": "device",
-}
+_REPORT_PARAMETERS = ("devices", "groupBy", "bucket", "timeZone", "occurredAfter", "occurredBefore")
+"""In the order the route has always checked them: of several parameters that are
+wrong, the answer is about the first."""
 
 
 class BadParameter(Exception):
@@ -108,41 +104,29 @@ def _upstream_error(error: UpstreamError) -> Response:
     return error_response(status, str(error), error.category)
 
 
-def _instant(request: Request, name: str, default: int | None = None) -> int:
-    value = request.query_params.get(name)
-    if value is None:
-        if default is None:
-            raise BadParameter(f"{name} is required.")
-        return default
+def _parsed_instant(value: str, name: str) -> int:
     try:
         return parse_instant(value)
     except InvalidInstant:
         raise BadParameter(f"{name} is not an ISO-8601 date-time.") from None
 
 
-_KINDS = {kind.name: kind for kind in DeviceIdentifierKind}
-_KIND_NAMES = ", ".join(_KINDS)
+def _instant(params: QueryParams, name: str, default: int) -> int:
+    value = params.get(name)
+    return default if value is None else _parsed_instant(value, name)
 
 
-def _device(
-    kind: str, identifier: str, kind_param: str = "kind", identifier_param: str = "identifier"
-) -> IdentifierRecord:
-    """The device named; errors name the parameters it came from as the callers say."""
-    # Only ASCII: str.upper() turns some other letters into ASCII ones (a dotless i into I).
-    found = _KINDS.get(kind.upper()) if kind.isascii() else None
-    if found is None:
-        raise BadParameter(f"{kind_param} must be one of {_KIND_NAMES}.")
-    try:
-        return identifier_record(found, identifier)
-    except GraphQLError as error:  # the identifier's expected format, in our words
-        raise BadParameter(f"{identifier_param}: {error.message}") from None
+def _device(kind: str, identifier: str) -> DeviceIdentifier:
+    device = read_device(kind, identifier)
+    if isinstance(device, UserError):
+        kind_wrong = device.field == ["kind"]
+        raise BadParameter(device.message if kind_wrong else f"identifier: {device.message}")
+    return device
 
 
-def _filter(request: Request) -> list[list[str] | None] | None:
-    values = [
-        request.query_params.getlist(name) or None for name in ("eventTypes", "statuses", "eventBy")
-    ]
-    return matcher(*values)[1]
+def _filter(params: QueryParams) -> list[list[str] | None]:
+    """The event types, statuses and users asked for, each None when not asked."""
+    return [params.getlist(name) or None for name in ("eventTypes", "statuses", "eventBy")]
 
 
 def _event_row(event: ProvisioningEvent) -> list[Any]:
@@ -164,17 +148,16 @@ async def history_csv(request: Request) -> Response:
     if refusal := _forbidden(request, HISTORY_READ):
         return refusal
     services = services_of(request)
+    params = request.query_params
     try:
-        device = _device(
-            request.query_params.get("kind", ""), request.query_params.get("identifier", "")
-        )
-        earliest = _instant(request, "occurredAfter", parse_instant("2000-01-01"))
-        latest = _instant(request, "occurredBefore", services.upstream.now())
-        if problem := range_error(earliest, latest):
+        device = _device(params.get("kind", ""), params.get("identifier", ""))
+        earliest = _instant(params, "occurredAfter", parse_instant("2000-01-01"))
+        latest = _instant(params, "occurredBefore", services.upstream.now())
+        if problem := range_problem(earliest, latest):
             raise BadParameter(problem[1])
-        matches, _ = matcher(*(_filter(request) or [None, None, None]))
     except BadParameter as error:
         return error_response(400, str(error), BAD_USER_INPUT)
+    matches, _ = matcher(*_filter(params))
     pager = HistoryPager(services.upstream.history(Cost(), keep=False), device, earliest, latest)
     windows = aiter(pager.windows())
     try:
@@ -197,38 +180,84 @@ async def history_csv(request: Request) -> Response:
     )
 
 
-def _report_spec(request: Request, max_devices: int) -> ReportSpec:
-    """The report the query parameters ask for; BadParameter for the first one unusable."""
-    params = request.query_params
+def _group_by(values: list[str], problems: list[UserError]) -> list[ReportDimension]:
+    try:
+        return [ReportDimension(value) for value in values or DEFAULT_GROUP_BY]
+    except ValueError:
+        message = f"groupBy must be among {', '.join(ReportDimension)}."
+        problems.append(UserError(["groupBy"], BAD_USER_INPUT, message))
+        return list(DEFAULT_GROUP_BY)
+
+
+def _bucket(value: str | None, problems: list[UserError]) -> TimeBucket | None:
+    try:
+        return None if value is None else TimeBucket(value)
+    except ValueError:
+        message = f"bucket must be one of {', '.join(TimeBucket)}."
+        problems.append(UserError(["bucket"], BAD_USER_INPUT, message))
+        return None
+
+
+def _report_instant(params: QueryParams, name: str, problems: list[UserError]) -> int | None:
+    """The instant, or None when it is missing (the request model requires it) or wrong."""
+    value = params.get(name)
+    try:
+        return None if value is None else _parsed_instant(value, name)
+    except BadParameter as error:
+        problems.append(UserError([name], BAD_USER_INPUT, str(error)))
+        return None
+
+
+def _checked_order(error: UserError) -> tuple[int, int]:
+    device = int(error.field[1]) if len(error.field) > 1 else -1
+    return _REPORT_PARAMETERS.index(error.field[0]), device
+
+
+def _in_our_words(error: UserError, named: list[str], max_devices: int) -> str:
+    """What the route says about an error: the request model's about a device in its own
+    words (devices named by position, as written), any other as it is."""
+    match error.field:
+        case ["devices"] if error.code == "REQUIRED":
+            return "devices is required: kind:identifier, repeated for each device."
+        case ["devices"]:
+            return f"devices: at most {max_devices} devices a report."
+        case ["devices", index, part]:
+            position = int(index) + 1
+            if ":" not in named[int(index)]:
+                return f"devices #{position} is not kind:identifier."
+            if part == "kind":
+                return f"The kind in devices #{position} must be one of {KIND_NAMES}."
+            return f"devices #{position}: {error.message}"
+    return error.message
+
+
+def _report_request(params: QueryParams, max_devices: int) -> ReportRequest | Response:
+    """The report the query parameters ask for, or the 400 answer about the first one
+    unusable."""
     named = params.getlist("devices")
-    if not named:
-        raise BadParameter("devices is required: kind:identifier, repeated for each device.")
-    if len(named) > max_devices:
-        raise BadParameter(f"devices: at most {max_devices} devices a report.")
-    devices = []
-    for position, value in enumerate(named, start=1):
-        kind, colon, identifier = value.partition(":")
-        if not colon:
-            raise BadParameter(f"devices #{position} is not kind:identifier.")
-        devices.append(
-            _device(kind, identifier, f"The kind in devices #{position}", f"devices #{position}")
-        )
-    group_by = list(dict.fromkeys(params.getlist("groupBy") or ["EVENT_TYPE"]))
-    if any(g not in DIMENSIONS for g in group_by):
-        raise BadParameter(f"groupBy must be among {', '.join(DIMENSIONS)}.")
-    bucket = params.get("bucket")
-    if bucket is not None and bucket not in BUCKETS:
-        raise BadParameter(f"bucket must be one of {', '.join(BUCKETS)}.")
-    zone = params.get("timeZone", "UTC")
-    if time_zone(zone) is None:
-        raise BadParameter(TIME_ZONE_EXPECTED)
-    earliest = _instant(request, "occurredAfter")
-    latest = _instant(request, "occurredBefore")
-    if problem := range_error(earliest, latest):
-        raise BadParameter(problem[1])
-    return spec_json(
-        request_json(devices, earliest, latest, group_by, bucket, zone, _filter(request))
+    event_types, statuses, event_by = _filter(params)
+    problems: list[UserError] = []
+    checked = check_request(
+        devices=[(kind, identifier) for kind, _, identifier in (n.partition(":") for n in named)],
+        occurred_after=_report_instant(params, "occurredAfter", problems),
+        occurred_before=_report_instant(params, "occurredBefore", problems),
+        group_by=_group_by(params.getlist("groupBy"), problems),
+        bucket=_bucket(params.get("bucket"), problems),
+        zone=params.get("timeZone"),
+        event_types=event_types,
+        statuses=statuses,
+        event_by=event_by,
+        max_devices=max_devices,
     )
+    if isinstance(checked, ReportRequest):
+        if not problems:
+            return checked
+    else:
+        # After the route's own: of two about one parameter (an instant the route could
+        # not read, which the model then saw missing), the route's says more.
+        problems += checked
+    first = min(problems, key=_checked_order)
+    return error_response(400, _in_our_words(first, named, max_devices), BAD_USER_INPUT)
 
 
 def _device_label(device: dict[str, str]) -> str:
@@ -255,60 +284,59 @@ def _failed_report(failures: list[dict[str, Any]]) -> Response:
     return error_response(502, message, code, failures=listed)
 
 
-async def report_csv(request: Request) -> Response:
-    _serving("provisioningReportCsv")
-    if refusal := _forbidden(request, REPORTS_READ):
-        return refusal
-    services = services_of(request)
-    job_id = request.query_params.get("jobId")
-    if job_id is not None:
-        try:
-            raw_id = job_id_of(job_id)
-        except GraphQLError:  # not a global id at all
-            return error_response(400, "jobId is not a report job's id.", BAD_USER_INPUT)
-        caller = principal_of(request)
-        job = await services.jobs.get(raw_id, caller.subject) if raw_id else None
-        if job is None:
-            return error_response(404, "No such report job.", NOT_FOUND)
-        if job.result is None:
-            return error_response(409, f"The job is {job.state}, not finished.", "NOT_READY")
-        document, group_by, bucket = job.result, job.request["groupBy"], job.request["bucket"]
-    else:
-        try:
-            spec = _report_spec(request, services.settings.report_max_devices)
-        except BadParameter as error:
-            return error_response(400, str(error), BAD_USER_INPUT)
-        report = await run_report(
-            services.upstream, spec, Progress(), services.settings.upstream_concurrency
-        )
-        document, group_by, bucket = report_json(report, spec), spec.group_by, spec.bucket
-    failures = document["failures"]
-    if failures and not document["devicesScanned"]:
-        return _failed_report(failures)
-    columns = [_DIMENSION_COLUMNS[g] for g in group_by]
-    header = (
-        columns
-        + (["bucketStart"] if bucket else [])
-        + ["count", "firstOccurredAt", "lastOccurredAt"]
-    )
+async def _job_report(
+    request: Request, job_id: str
+) -> tuple[dict[str, Any], ReportRequest] | Response:
+    """A finished job's report of the caller's, and what it was asked for."""
+    try:
+        raw_id = job_id_of(job_id)
+    except GraphQLError:  # not a global id at all
+        return error_response(400, "jobId is not a report job's id.", BAD_USER_INPUT)
+    owner = principal_of(request).subject
+    job = await services_of(request).jobs.get(raw_id, owner) if raw_id else None
+    if job is None:
+        return error_response(404, "No such report job.", NOT_FOUND)
+    if job.result is None:
+        return error_response(409, f"The job is {job.state}, not finished.", "NOT_READY")
+    return job.result, ReportRequest.of_json(job.request)
 
-    def line(row: dict[str, Any]) -> list[Any]:
-        key = row["key"]
-        values = [
-            _device_label(key["device"]) if c == "device" else key.get(c) or "" for c in columns
-        ]
-        if bucket:
-            values.append(format_api_instant(key["bucketStart"]))
-        return [
-            *values,
-            row["count"],
-            format_api_instant(row["firstOccurredAt"]),
-            format_api_instant(row["lastOccurredAt"]),
-        ]
+
+async def _computed_report(request: Request) -> tuple[dict[str, Any], ReportRequest] | Response:
+    """The report the query parameters ask for, computed now, and what they asked for."""
+    services = services_of(request)
+    asked = _report_request(request.query_params, services.settings.report_max_devices)
+    if isinstance(asked, Response):
+        return asked
+    spec = asked.spec()
+    report = await run_report(
+        services.upstream, spec, Progress(), services.settings.upstream_concurrency
+    )
+    return report_json(report, spec), asked
+
+
+def _report_row(row: dict[str, Any], columns: list[str], bucketed: bool) -> list[Any]:
+    key = row["key"]
+    values = [_device_label(key["device"]) if c == "device" else key.get(c) or "" for c in columns]
+    if bucketed:
+        values.append(format_api_instant(key["bucketStart"]))
+    return [
+        *values,
+        row["count"],
+        format_api_instant(row["firstOccurredAt"]),
+        format_api_instant(row["lastOccurredAt"]),
+    ]
+
+
+def _report_file(document: dict[str, Any], asked: ReportRequest) -> Response:
+    columns = [KEY_NAMES[dimension] for dimension in asked.group_by]
+    bucketed = asked.bucket is not None
+    header = [*columns, *(["bucketStart"] if bucketed else []), "count"]
+    header += ["firstOccurredAt", "lastOccurredAt"]
+    failures = document["failures"]
 
     async def body() -> AsyncIterator[str]:
         yield _csv([header])
-        yield _csv(line(row) for row in document["rows"])
+        yield _csv(_report_row(row, columns, bucketed) for row in document["rows"])
         # Last, and marked, so that a reader that skips '#' rows reads the rows alone.
         yield _csv(
             [FAILURE_MARK, _device_label(f["device"]), f["code"], f["message"]] for f in failures
@@ -322,3 +350,17 @@ async def report_csv(request: Request) -> Response:
             FAILURES_HEADER: str(len(failures)),
         },
     )
+
+
+async def report_csv(request: Request) -> Response:
+    _serving("provisioningReportCsv")
+    if refusal := _forbidden(request, REPORTS_READ):
+        return refusal
+    job_id = request.query_params.get("jobId")
+    found = await (_computed_report(request) if job_id is None else _job_report(request, job_id))
+    if isinstance(found, Response):
+        return found
+    document, asked = found
+    if document["failures"] and not document["devicesScanned"]:
+        return _failed_report(document["failures"])
+    return _report_file(document, asked)

@@ -5,8 +5,8 @@ from enum import Enum
 import strawberry
 
 from graph.errors import user_error
-from models.devices import IDENTIFIER_FORMATS
 from models.devices import DeviceIdentifier as IdentifierRecord
+from models.devices import InvalidIdentifier, read_identifier
 
 
 @strawberry.enum(
@@ -44,14 +44,8 @@ class DeviceIdentifierInput:
 
 
 def identifier_record(kind: DeviceIdentifierKind, identifier: str) -> IdentifierRecord:
-    """The identifier as the upstream takes it; BAD_USER_INPUT for one it would refuse.
-
-    The message leaves the value out: it may be long, or made to look like something else.
-    """
-    value = identifier.strip().upper()
-    expected = IDENTIFIER_FORMATS[kind.value]
-    if not expected.pattern.fullmatch(value):
-        raise user_error(
-            f"Not a valid {kind.name} identifier: {expected.description}.", "identifier"
-        )
-    return IdentifierRecord(kind.value, value)
+    """The identifier as the upstream takes it; BAD_USER_INPUT for one it would refuse."""
+    try:
+        return read_identifier(kind.value, identifier)
+    except InvalidIdentifier as invalid:
+        raise user_error(str(invalid), "identifier") from None

@@ -9,9 +9,10 @@ from graph.history.types import ProvisioningEventConnection, ProvisioningEventFi
 from graph.relay import PageInfo, page_size
 from models.devices import DeviceIdentifier
 from models.events import ProvisioningEvent as EventRecord
-from models.instants import TICKS_PER_SECOND, parse_instant
+from models.instants import TICKS_PER_SECOND
 from resolvers.cursors import CursorCodec
 from resolvers.history import (
+    RANGE_START,
     EventRef,
     HistoryPage,
     Matcher,
@@ -20,13 +21,11 @@ from resolvers.history import (
     count,
     match_all,
     matcher,
+    range_problem,
     read_backward,
     read_forward,
 )
 
-DEFAULT_EARLIEST = parse_instant("2000-01-01T00:00:00Z")
-RANGE_END = parse_instant("2100-01-01T00:00:00Z")
-"""Instants a range may name lie from DEFAULT_EARLIEST up to (not including) this."""
 CURSOR_KIND = "h"
 CURSOR_FIELDS = 8  # earliest, latest, at (start, offset), instant, rank, after (start, offset)
 
@@ -86,20 +85,6 @@ def _decode(codec: CursorCodec, scope: bytes, value: str, argument: str) -> _Cur
     return _Cursor(earliest, latest, EventRef(Position(start, offset), instant, rank, after))
 
 
-def range_error(occurred_after: int | None, occurred_before: int | None) -> tuple[str, str] | None:
-    """(argument, message) for a range that cannot be asked for, else None."""
-    for name, value in (("occurredAfter", occurred_after), ("occurredBefore", occurred_before)):
-        if value is not None and not DEFAULT_EARLIEST <= value < RANGE_END:
-            return name, f"{name} must lie from 2000-01-01T00:00:00Z to before 2100-01-01."
-    if (
-        occurred_after is not None
-        and occurred_before is not None
-        and occurred_after > occurred_before
-    ):
-        return "occurredAfter", "occurredAfter must not be later than occurredBefore."
-    return None
-
-
 def default_latest(now: int, quantum_s: float) -> int:
     """Now, rounded up to a whole quantum, so that queries close in time share windows."""
     quantum = max(1, int(quantum_s * TICKS_PER_SECOND))
@@ -130,7 +115,7 @@ def _plan(
     """The range to read and where in it, from the arguments; BAD_USER_INPUT when they
     do not fit together."""
     services = info.context.services
-    if problem := range_error(occurred_after, occurred_before):
+    if problem := range_problem(occurred_after, occurred_before):
         argument, message = problem
         raise user_error(message, argument)
     matches, canonical = event_matcher(filter)
@@ -156,7 +141,7 @@ def _plan(
     earliest = (
         occurred_after
         if occurred_after is not None
-        else (anchor.earliest if anchor else DEFAULT_EARLIEST)
+        else (anchor.earliest if anchor else RANGE_START)
     )
     latest = (
         occurred_before

@@ -6,13 +6,6 @@ import strawberry
 
 from graph.relay import PageInfo
 from graph.scalars import DateTime
-from models.instants import parse_instant
-
-DEFAULT_EARLIEST = parse_instant("2000-01-01T00:00:00Z")
-RANGE_END = parse_instant("2100-01-01T00:00:00Z")
-"""Instants a range may name lie from DEFAULT_EARLIEST up to (not including) this."""
-CURSOR_KIND = "h"
-CURSOR_FIELDS = 8  # earliest, latest, at (start, offset), instant, rank, after (start, offset)
 
 
 @strawberry.type(description="A key and value the upstream attached to an event.")

@@ -2,7 +2,8 @@
 
 import strawberry
 
-from graph.permissions import REPORTS_WRITE, needs
+from graph.context import Info
+from graph.permissions import needs
 from graph.recipes.types import UserError
 from graph.reports.queries import report_job
 from graph.reports.types import (
@@ -11,15 +12,17 @@ from graph.reports.types import (
     StartProvisioningReportPayload,
     report_request,
 )
+from models.principal import REPORTS_WRITE
 from resolvers.jobs import TooManyJobs
+from resolvers.reports import ReportRequest
 
 
 async def start_provisioning_report(
-    info: strawberry.Info, input: ProvisioningReportInput
+    info: Info, input: ProvisioningReportInput
 ) -> StartProvisioningReportPayload:
-    request, errors = report_request(input, info.context.services.limits.report_max_devices)
-    if request is None:
-        return StartProvisioningReportPayload(job=None, user_errors=errors)
+    request = report_request(input, info.context.services.limits.report_max_devices)
+    if not isinstance(request, ReportRequest):
+        return StartProvisioningReportPayload(job=None, user_errors=request)
     try:
         job = await info.context.services.jobs.start(info.context.principal.subject, request)
     except TooManyJobs as error:
@@ -28,9 +31,7 @@ async def start_provisioning_report(
     return StartProvisioningReportPayload(job=ProvisioningReportJob.of(job), user_errors=[])
 
 
-async def cancel_provisioning_report(
-    info: strawberry.Info, id: strawberry.ID
-) -> ProvisioningReportJob | None:
+async def cancel_provisioning_report(info: Info, id: strawberry.ID) -> ProvisioningReportJob | None:
     return await report_job(info, id, cancel=True)
 
 

@@ -4,7 +4,7 @@ import strawberry
 
 from graph.context import Info
 from graph.errors import user_error
-from graph.permissions import REPORTS_READ, needs
+from graph.permissions import needs
 from graph.relay import global_id, node_loader, parse_global_id
 from graph.reports.types import (
     ProvisioningReport,
@@ -13,18 +13,17 @@ from graph.reports.types import (
     report_of,
     report_request,
 )
-from resolvers.reports import Progress, report_json, run_report, spec_json
+from models.principal import REPORTS_READ
+from resolvers.reports import Progress, ReportRequest, report_json, run_report
 
 
-async def provisioning_report(
-    info: strawberry.Info, input: ProvisioningReportInput
-) -> ProvisioningReport:
-    request, errors = report_request(input, info.context.services.limits.report_max_devices)
-    if request is None:
-        raise user_error("; ".join(f"{'.'.join(e.field)}: {e.message}" for e in errors), "input")
+async def provisioning_report(info: Info, input: ProvisioningReportInput) -> ProvisioningReport:
     services = info.context.services
+    request = report_request(input, services.limits.report_max_devices)
+    if not isinstance(request, ReportRequest):
+        raise user_error("; ".join(f"{'.'.join(e.field)}: {e.message}" for e in request), "input")
     progress = Progress(cost=info.context.cost)
-    spec = spec_json(request)
+    spec = request.spec()
     report = await run_report(
         services.upstream, spec, progress, services.limits.upstream_concurrency
     )
@@ -37,9 +36,7 @@ def job_id_of(value: str) -> str | None:
     return parts[0] if type_name == "ProvisioningReportJob" and len(parts) == 1 else None
 
 
-async def report_job(
-    info: strawberry.Info, id: strawberry.ID, cancel: bool
-) -> ProvisioningReportJob | None:
+async def report_job(info: Info, id: strawberry.ID, cancel: bool) -> ProvisioningReportJob | None:
     job_id = job_id_of(id)
     if job_id is None:
         return None
@@ -48,9 +45,7 @@ async def report_job(
     return ProvisioningReportJob.of(job) if job else None
 
 
-async def provisioning_report_job(
-    info: strawberry.Info, id: strawberry.ID
-) -> ProvisioningReportJob | None:
+async def provisioning_report_job(info: Info, id: strawberry.ID) -> ProvisioningReportJob | None:
     return await report_job(info, id, cancel=False)
 
 

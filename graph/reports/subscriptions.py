@@ -4,14 +4,16 @@ from collections.abc import AsyncGenerator
 
 import strawberry
 
+from graph.context import Info
 from graph.errors import user_error
-from graph.permissions import REPORTS_READ, needs
+from graph.permissions import needs
 from graph.reports.queries import job_id_of
 from graph.reports.types import ProvisioningReportJob
+from models.principal import REPORTS_READ
 
 
 async def provisioning_report_progress(
-    info: strawberry.Info, job_id: strawberry.ID
+    info: Info, job_id: strawberry.ID
 ) -> AsyncGenerator[ProvisioningReportJob, None]:
     job = job_id_of(job_id)
     if job is None:
@@ -22,9 +24,12 @@ async def provisioning_report_progress(
 
 @strawberry.type
 class Subscription:
-    provisioning_report_progress: ProvisioningReportJob = strawberry.subscription(
-        resolver=provisioning_report_progress,
-        description="Progress of a report job until it ends; the last message carries the "
-        "final state. Needs reports:read.",
-        extensions=needs(REPORTS_READ),
+    # A subscription field is typed as its stream; the schema shows what the stream yields.
+    provisioning_report_progress: AsyncGenerator[ProvisioningReportJob, None] = (
+        strawberry.subscription(
+            resolver=provisioning_report_progress,
+            description="Progress of a report job until it ends; the last message carries "
+            "the final state. Needs reports:read.",
+            extensions=needs(REPORTS_READ),
+        )
     )

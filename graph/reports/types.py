@@ -1,42 +1,25 @@
 """The report, its input and rows, and the report job."""
 
-from enum import Enum
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
 
-from graph.devices.identifiers import DeviceIdentifier, DeviceIdentifierInput, identifier_record
-from graph.history.connection import range_error
+from graph.devices.identifiers import DeviceIdentifier, DeviceIdentifierInput
 from graph.history.types import ProvisioningEventFilter
-from graph.permissions import REPORTS_READ, needs
+from graph.permissions import needs
 from graph.recipes.types import UserError
 from graph.relay import Node, global_id
 from graph.scalars import DateTime
 from models.devices import DeviceIdentifier as IdentifierRecord
 from models.instants import from_datetime
-from models.reports import ReportJob
-from resolvers.history import matcher
-from resolvers.reports import request_json, time_zone
+from models.principal import REPORTS_READ
+from models.reports import ReportDimension, ReportJob, ReportJobState, TimeBucket
+from resolvers.reports import DEFAULT_GROUP_BY, ReportRequest, check_request
 
-TIME_ZONE_EXPECTED = "timeZone must name an IANA time zone, such as Europe/Berlin or UTC."
-
-
-@strawberry.enum
-class ReportDimension(Enum):
-    EVENT_TYPE = "EVENT_TYPE"
-    STATUS = "STATUS"
-    EVENT_BY = "EVENT_BY"
-    SERVICE_PLAN = "SERVICE_PLAN"
-    DEVICE = "DEVICE"
-
-
-@strawberry.enum
-class TimeBucket(Enum):
-    HOUR = "HOUR"
-    DAY = "DAY"
-    WEEK = "WEEK"
-    MONTH = "MONTH"
+# The models' vocabularies are the schema's enums, under their own names.
+strawberry.enum(ReportDimension)
+strawberry.enum(TimeBucket)
+strawberry.enum(ReportJobState)
 
 
 @strawberry.input
@@ -45,7 +28,7 @@ class ProvisioningReportInput:
     occurred_after: DateTime
     occurred_before: DateTime
     group_by: list[ReportDimension] = strawberry.field(
-        default_factory=lambda: [ReportDimension.EVENT_TYPE]
+        default_factory=lambda: list(DEFAULT_GROUP_BY)
     )
     bucket: TimeBucket | None = None
     time_zone: str | None = strawberry.field(
@@ -88,15 +71,6 @@ class ProvisioningReport:
         description="Devices whose history could not be read, with the reason; the rows "
         "cover the rest."
     )
-
-
-@strawberry.enum
-class ReportJobState(Enum):
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
 
 
 @strawberry.type
@@ -181,70 +155,21 @@ def report_of(document: dict[str, Any]) -> ProvisioningReport:
 
 def report_request(
     report: ProvisioningReportInput, max_devices: int
-) -> tuple[dict[str, Any] | None, list[UserError]]:
-    """The input as a stored report request, or what is wrong with it."""
-    errors: list[UserError] = []
-    devices = []
-    if not report.devices:
-        errors.append(
-            UserError(
-                field=["input", "devices"], code="REQUIRED", message="Name at least one device."
-            )
-        )
-    if len(report.devices) > max_devices:
-        errors.append(
-            UserError(
-                field=["input", "devices"],
-                code="TOO_MANY",
-                message=f"At most {max_devices} devices a report.",
-            )
-        )
-    for index, device in enumerate(report.devices):
-        try:
-            devices.append(identifier_record(device.kind, device.identifier))
-        except GraphQLError as error:
-            errors.append(
-                UserError(
-                    field=["input", "devices", str(index), "identifier"],
-                    code="INVALID_IDENTIFIER",
-                    message=error.message,
-                )
-            )
-    if problem := range_error(report.occurred_after, report.occurred_before):
-        argument, message = problem
-        errors.append(UserError(field=["input", argument], code="INVALID_RANGE", message=message))
-    if not report.group_by:
-        errors.append(
-            UserError(
-                field=["input", "groupBy"],
-                code="REQUIRED",
-                message="Group by at least one dimension.",
-            )
-        )
-    zone = report.time_zone or "UTC"
-    if time_zone(zone) is None:
-        errors.append(
-            UserError(
-                field=["input", "timeZone"],
-                code="INVALID_TIME_ZONE",
-                message=TIME_ZONE_EXPECTED,
-            )
-        )
-    if errors:
-        return None, errors
+) -> ReportRequest | list[UserError]:
+    """The report the input asks for, or what is wrong with it."""
     filter = report.filter
-    _, canonical = matcher(
-        filter.event_types if filter else None,
-        filter.statuses if filter else None,
-        filter.event_by if filter else None,
+    checked = check_request(
+        devices=[(device.kind.value, device.identifier) for device in report.devices],
+        occurred_after=report.occurred_after,
+        occurred_before=report.occurred_before,
+        group_by=report.group_by,
+        bucket=report.bucket,
+        zone=report.time_zone or None,  # an empty timeZone has always meant UTC here
+        event_types=filter.event_types if filter else None,
+        statuses=filter.statuses if filter else None,
+        event_by=filter.event_by if filter else None,
+        max_devices=max_devices,
     )
-    request = request_json(
-        devices,
-        report.occurred_after,
-        report.occurred_before,
-        list(dict.fromkeys(d.value for d in report.group_by)),
-        report.bucket.value if report.bucket else None,
-        zone,
-        canonical,
-    )
-    return request, []
+    if isinstance(checked, ReportRequest):
+        return checked
+    return [UserError(field=["input", *e.field], code=e.code, message=e.message) for e in checked]

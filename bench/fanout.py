@@ -32,7 +32,7 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from bench.auth import bearer, headers, service_auth_environment
+from bench.auth import IDENTITY, bearer, headers
 from bench.environment import settings_line
 from resolvers.database import create_engine, migrate
 from server.settings import SIMULATOR_MOUNT
@@ -168,7 +168,7 @@ async def main(count: int, events: int) -> None:
             "UWS_USERNAME": "demo",
             "UWS_PASSWORD": "demo",
             "SUBSCRIBER_QUEUE_SIZE": "100000",
-            **service_auth_environment(),
+            **IDENTITY.environment(),
         }
         print(settings_line(environment) + "; BROKER_URL memory://, then Redis")
         single = stack.enter_context(

@@ -32,14 +32,12 @@ from typing import Any
 import httpx
 from graphql import GraphQLScalarType, build_schema, execute, parse, validate
 
-from bench.auth import headers, service_auth_settings
+from bench.auth import IDENTITY, headers
 from graph.context import Context
 from graph.schema import schema
 from models.instants import format_api_instant, parse_instant
 from models.principal import LOCAL_DEVELOPER
-from server.app import create_app
-from server.settings import Settings
-from soap.simulator.background import listening_socket, serving
+from server.testing import post_graphql, serving_service
 from soap.simulator.fleet import Fleet
 from soap.simulator.server import Simulator
 
@@ -90,10 +88,7 @@ def floor(n: int, m: int) -> int:
 
 
 async def post(http: httpx.AsyncClient, base: str, query: str, variables: dict) -> dict:
-    response = await http.post(
-        f"{base}/graphql", json={"query": query, "variables": variables}, headers=AUTH
-    )
-    body = response.json()
+    body = await post_graphql(http, f"{base}/graphql", query, variables, AUTH)
     assert "errors" not in body, body["errors"]
     return body
 
@@ -116,16 +111,13 @@ async def read_everything(http, base, identifier: str, first: int) -> int:
 
 def serve(tmp: Path):
     simulator = Simulator(Fleet())
-    sock = listening_socket()
-    settings = Settings(
-        _env_file=None,
-        port=sock.getsockname()[1],
+    server = serving_service(
+        simulator,
         database_url=f"sqlite+aiosqlite:///{tmp}/bench.db",
         cursor_secret="bench-cursor-secret",  # as production sets one
-        **service_auth_settings(),
+        **IDENTITY.settings(),
     )
-    app = create_app(settings, simulator)
-    return simulator, app, serving(app, sock)
+    return simulator, server
 
 
 def reads(simulator: Simulator) -> int:
@@ -137,11 +129,11 @@ async def upstream_calls(tmp: Path) -> bool:
     ok = True
     print(f"{'query':<44}{'cold calls':>11}{'warm calls':>11}{'bar':>14}")
     for first in (50, 100, 500):
-        simulator, _, server = serve(tmp)
+        simulator, server = serve(tmp)
         device = simulator.fleet.by_name("twelve-thousand")
         truth = simulator.fleet.history(device)
         bar = floor(len(truth), max(Counter(e.occurred_at for e in truth).values()))
-        with server as base:
+        with server as (base, _):
             async with httpx.AsyncClient(timeout=120) as http:
                 events = await read_everything(http, base, device.primary.identifier, first)
                 cold = reads(simulator)
@@ -153,18 +145,18 @@ async def upstream_calls(tmp: Path) -> bool:
             f"{f'<= {bar}+{LOOKUP}, 0':>14}"
         )
 
-    simulator, _, server = serve(tmp)
+    simulator, server = serve(tmp)
     device = simulator.fleet.by_name("twelve-thousand")
-    with server as base:
+    with server as (base, _):
         async with httpx.AsyncClient(timeout=120) as http:
             await post(http, base, LAST, {"identifier": device.primary.identifier})
     last = reads(simulator)
     ok &= last <= LAST_BAR
     print(f"{'last: 20 (one year, 12,000 events)':<44}{last:>11}{'':>11}{f'<= {LAST_BAR}':>14}")
 
-    simulator, _, server = serve(tmp)
+    simulator, server = serve(tmp)
     variables = {"identifier": device.primary.identifier, "first": 500, "end": END}
-    with server as base:
+    with server as (base, _):
         async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=100)) as http:
             await asyncio.gather(*(post(http, base, QUERY, variables) for _ in range(100)))
     crowd = reads(simulator)
@@ -198,9 +190,9 @@ def floor_schema() -> Any:
 
 
 async def engine_overhead(tmp: Path) -> bool:
-    simulator, app, server = serve(tmp)
+    simulator, server = serve(tmp)
     device = simulator.fleet.by_name("twelve-thousand")
-    with server as base:
+    with server as (base, app):
         async with httpx.AsyncClient(timeout=120) as http:
             variables = {"identifier": device.primary.identifier, "first": 50, "end": END}
             page = await post(http, base, QUERY, variables)  # warms the cache

@@ -37,7 +37,7 @@ import httpx
 import websockets
 from limits import parse
 
-from bench.auth import bearer, service_auth_environment
+from bench.auth import IDENTITY, bearer, headers
 from bench.environment import settings_line
 from bench.reports import memory_mib
 from server.settings import Settings
@@ -97,7 +97,7 @@ async def post(
     response = await http.post(
         "/graphql",
         json={"query": query, "variables": variables},
-        headers={"Authorization": f"Bearer {token}"},
+        headers=headers(token),
     )
     if response.status_code >= 500:
         return {"errors": [{"message": response.text, "extensions": {"code": "HTTP_5XX"}}]}
@@ -280,7 +280,7 @@ async def main(options: argparse.Namespace) -> int:
                 "UWS_PASSWORD": "demo",
                 "DATABASE_URL": database,
                 "LOG_LEVEL": "warning",
-                **service_auth_environment(),
+                **IDENTITY.environment(),
             }
             print(settings_line(environment))
             with serving_process("server.app:create_app", environment) as api:

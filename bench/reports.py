@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.auth import headers, service_auth_environment
+from bench.auth import IDENTITY, headers
 from bench.environment import settings_line
 from server.settings import Settings
 from soap.simulator import MOUNT
@@ -57,7 +57,7 @@ def environment(upstream: Served, database: Path) -> dict[str, str]:
         "UWS_PASSWORD": "demo",
         "DATABASE_URL": f"sqlite+aiosqlite:///{database}",
         "LOG_LEVEL": "warning",
-        **service_auth_environment(),
+        **IDENTITY.environment(),
     }
 
 

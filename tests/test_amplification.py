@@ -8,17 +8,13 @@ import json
 from pathlib import Path
 
 from gql import Client, GraphQLRequest, gql
-from support import Api, api_server, document
+from support import Api, api_server, document, ident
 from websockets.asyncio.client import connect
 
 HISTORY_OP = "GetDeviceProvisioningHistory"
 BUDGET_EXCEEDED = "UPSTREAM_BUDGET_EXCEEDED"
 FULL_RANGE_READ = 5_000
 WAIT_S = 60  # an upper bound, never a synchronisation
-
-
-def ident(device) -> dict:
-    return {"kind": device.primary.kind.upper(), "identifier": device.primary.identifier}
 
 
 def total_counts(aliases: int) -> str:

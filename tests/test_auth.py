@@ -25,8 +25,19 @@ from jwt.algorithms import RSAAlgorithm
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from support import AUDIENCE, ISSUER, PUBLIC_KEY, SIGNING_KEY, Api, api_server, bearer
-from test_recipes_api import CREATE, ORG, OTHER_ORG, full_input
+from support import (
+    AUDIENCE,
+    CREATE,
+    ISSUER,
+    ORG,
+    OTHER_ORG,
+    PUBLIC_KEY,
+    SIGNING_KEY,
+    Api,
+    api_server,
+    bearer,
+    full_input,
+)
 
 from models.principal import SCOPES
 from models.tokens import ApiToken

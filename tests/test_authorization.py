@@ -12,8 +12,7 @@ import httpx
 import pytest
 import websockets
 from gql import Client, GraphQLRequest, gql
-from support import Api, api_server, bearer, document
-from test_recipes_api import ORG, OTHER_ORG, create, full_input
+from support import ORG, OTHER_ORG, Api, api_server, bearer, create, document, full_input
 
 from models.principal import SCOPES
 

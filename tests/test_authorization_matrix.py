@@ -30,9 +30,8 @@ from graphql import (
     build_schema,
     get_named_type,
 )
-from support import Api
+from support import ORG, Api
 from test_authorization import WAIT_S, caller, filled, fixtures, recipe_count
-from test_recipes_api import ORG
 
 from graph.permissions import OBJECTS, TYPE_SCOPES, WRITE_GRANTS, NodeScope, Scope
 from graph.schema import schema as strawberry_schema

@@ -10,30 +10,19 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 from gql import Client, GraphQLRequest, gql
-from support import Api, api_server, bearer, document
+from support import RANGE, REPORT, START, Api, api_server, bearer, document, ident, ordinary
 
 from graph.relay import global_id
 from models.instants import parse_instant
 from models.principal import SCOPES
 from soap.simulator.state import FailureKind
 
-REPORT = document("FleetReport")
-START = document("StartReport")
 PROGRESS = gql(document("ReportProgress"))
-RANGE = {"occurredAfter": "2015-01-01T00:00:00Z", "occurredBefore": "2026-06-01T00:00:00Z"}
 HISTORY_CSV = "/exports/provisioning-history.csv"
 REPORT_CSV = "/exports/provisioning-report.csv"
 UNKNOWN = {"kind": "IMEI", "identifier": "000000000000000"}
 """A well-formed identifier of no device the simulator knows."""
 NOT_FOUND_FAULT = "REQUEST_FAILED.DeviceNotFound"
-
-
-def ordinary(api: Api, count: int) -> list:
-    return [d for d in api.simulator.fleet.devices if d.profile.name == "ordinary"][:count]
-
-
-def ident(device) -> dict[str, str]:
-    return {"kind": device.primary.kind.upper(), "identifier": device.primary.identifier}
 
 
 def label(identifier: dict[str, str]) -> str:

@@ -36,8 +36,7 @@ from graphql import (
 )
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
-from support import QUERIES, Api, api_server, document
-from test_recipes_api import CREATE, ORG, OTHER_ORG, full_input
+from support import CREATE, ORG, OTHER_ORG, QUERIES, Api, api_server, document, full_input
 from websockets.sync.client import connect
 
 from graph.schema import schema as app_schema

@@ -9,8 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import Api, api_server
-from test_recipes_api import create
+from support import Api, api_server, create
 from test_subscriptions import CREATED, receive, subscription
 
 from graph.relay import global_id

@@ -11,8 +11,19 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import text
-from support import POSTGRES_URL, Api, bearer, fresh_postgres, schema_at
-from test_recipes_api import CREATE, ORG, OTHER_ORG, UPDATE, create, full_input
+from support import (
+    CREATE,
+    ORG,
+    OTHER_ORG,
+    POSTGRES_URL,
+    UPDATE,
+    Api,
+    bearer,
+    create,
+    fresh_postgres,
+    full_input,
+    schema_at,
+)
 
 from models.devices import DeviceIdentifier
 from models.principal import LOCAL_DEVELOPER

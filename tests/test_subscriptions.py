@@ -10,8 +10,16 @@ from pathlib import Path
 import pytest
 import websockets
 from gql import Client, GraphQLRequest, gql
-from support import Api, api_server, document, fresh_postgres, server_process
-from test_recipes_api import OTHER_ORG, assert_seed_shape, create
+from support import (
+    OTHER_ORG,
+    Api,
+    api_server,
+    assert_seed_shape,
+    create,
+    document,
+    fresh_postgres,
+    server_process,
+)
 
 from models.principal import LOCAL_DEVELOPER
 from resolvers.database import create_engine, migrate, sessions

@@ -1,73 +1,9 @@
 """Recipes through the API, on SQLite and PostgreSQL: mutations, events, queries."""
 
 import asyncio
-import json
-from pathlib import Path
 
 import pytest
-from support import document
-
-DATA = Path(__file__).parent / "data"
-CREATE = document("CreateRecipe")
-UPDATE = document("UpdateRecipeStatus")
-RECIPES = document("Recipes")
-SEED_EXAMPLE = json.loads((DATA / "seed_recipe_created_example.json").read_text())
-SEED_SHAPE = json.loads((DATA / "seed_recipe_created_shape.json").read_text())
-
-ORG = "624c9c670000000000000000ad7cd727"
-OTHER_ORG = "11111111111111111111111111111111"
-
-
-def full_input(**changes) -> dict:
-    """Every field the seed example has, in the API's input form; but the owner's
-    organization, which only a caller acting for it may name."""
-    p = SEED_EXAMPLE["payload"]
-    value = {
-        "owner": {"parentCompanyUid": "9a52dc0a000000000000000092acfccc"},
-        "organizationUid": ORG,
-        "confirmedOwnership": p["confirmedOwnership"],
-        "serialNumber": p["serialNumber"],
-        "macAddress": "29:9f:66:c8:0a:1b",
-        "model": p["model"],
-        "brand": p["brand"],
-        "tagUids": ["87e460040000000000000000" + "4bea2712"],
-        "deviceName": p["deviceName"],
-        "policyUid": "2ca49d20000000000000000056c01137",
-        "locationUid": "b7cb61bf0000000000000000d468d313",
-    }
-    value.update(changes)
-    return value
-
-
-def shape_keys(shape: dict) -> tuple[list[str], set[str]]:
-    """The seed shape's keys in order, and which of them are required."""
-    keys = [k.rstrip("?") for k in shape]
-    return keys, {k for k in shape if not k.endswith("?")}
-
-
-def assert_seed_shape(event: dict) -> None:
-    """The event against the seed document's Shape, key for key, never our own output."""
-    assert list(event) == list(SEED_SHAPE)
-    assert event["kind"] == "domain"
-    assert event["type"] == "Device.ProvisioningRecipeCreated"
-    assert isinstance(event["id"], str)
-    payload, shape = event["payload"], SEED_SHAPE["payload"]
-    order, required = shape_keys(shape)
-    assert required <= set(payload), required - set(payload)
-    assert set(payload) <= set(order), set(payload) - set(order)
-    assert [k for k in order if k in payload] == list(payload)  # the seed's key order
-    assert list(payload["owner"]) == ["ownershipType", "organizationUid", "parentCompanyUid"]
-    assert payload["owner"]["ownershipType"] == "organization"
-    assert payload["status"] in shape["status"].split(" | ")
-    assert payload["type"] == event["type"]
-    for key, value in payload.items():
-        example = SEED_EXAMPLE["payload"][key]
-        assert type(value) is type(example) or (value is None and key == "owner"), key
-
-
-async def create(api, **changes) -> dict:
-    body = await api.query(CREATE, {"input": full_input(**changes)})
-    return body["data"]["createProvisioningRecipe"]
+from support import OTHER_ORG, RECIPES, SEED_EXAMPLE, UPDATE, assert_seed_shape, create
 
 
 async def test_a_created_recipe_emits_the_seed_event(recipe_api):

@@ -229,8 +229,25 @@ async def test_a_failed_load_fails_every_waiter_and_is_not_cached():
     assert (await cache.get_or_load("k", working, 60)) == (window(1), False)
 
 
+class ReadWatcher(BoundedMemoryCache):
+    """Says when a second caller has looked the key up: from there it goes straight on
+    (no await suspends it) to wait for the load the first caller makes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(max_bytes)
+        self.reads = 0
+        self.second_read = asyncio.Event()
+
+    async def get(self, key: str) -> Stamped | None:
+        self.reads += 1
+        if self.reads == 2:
+            self.second_read.set()
+        return await super().get(key)
+
+
 async def test_a_cancelled_loader_leaves_its_waiters_to_load_for_themselves():
-    cache = UpstreamCache(BoundedMemoryCache(max_bytes=1 << 20), lock_ttl_s=1)
+    backend = ReadWatcher(max_bytes=1 << 20)
+    cache = UpstreamCache(backend, lock_ttl_s=1)
     calls = 0
     first_started = asyncio.Event()
 
@@ -245,8 +262,7 @@ async def test_a_cancelled_loader_leaves_its_waiters_to_load_for_themselves():
     owner = asyncio.create_task(cache.get_or_load("k", load, 60))
     await first_started.wait()
     waiter = asyncio.create_task(cache.get_or_load("k", load, 60))
-    for _ in range(20):  # loop turns, not time: the waiter reaches the shared load
-        await asyncio.sleep(0)
+    await backend.second_read.wait()  # the waiter now waits on the owner's load
     owner.cancel()
     assert (await waiter) == (window(2), False)
     assert calls == 2

@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 AUDIT := tests/http_audit/node_modules/.installed
 
-.PHONY: serve test lint format bench schema clean
+.PHONY: serve test test-fast test-newest lint format bench schema clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
 	touch $(STAMP)
 
 # The GraphQL-over-HTTP audit suite (npm: graphql-http) that the tests run.
@@ -22,14 +22,24 @@ $(AUDIT): tests/http_audit/package-lock.json
 serve: $(STAMP)
 	$(BIN)/provgraph serve --dev
 
-test: $(STAMP) $(AUDIT)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: lint $(AUDIT)
 	$(BIN)/python -m pytest
+
+# The in-process tier alone (tests/fast/): GraphQL documents against the schema, no server.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m fast
+
+# `make test` on the newest version of every dependency that its range in pyproject.toml
+# allows (the install above upgrades them all, eagerly): CI runs this, so that a release
+# within a range that breaks the project shows there, not on someone's fresh install.
+test-newest:
+	rm -f $(STAMP)
+	$(MAKE) test
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -3,26 +3,36 @@
 from collections.abc import Iterator
 from typing import Any
 
+import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
 from graph.context import Context
+from models.errors import ErrorCode, WarningCode
 from models.instants import format_api_instant
 from resolvers.cursors import CursorError
 from resolvers.history import HistoryPagingError
 from resolvers.upstream import Cost, UpstreamBudgetExceeded
 from soap.errors import UpstreamBadReply, UpstreamError, UpstreamFault, UpstreamUnavailable
 
-BAD_USER_INPUT = "BAD_USER_INPUT"
-UPSTREAM_BUDGET_EXCEEDED = "UPSTREAM_BUDGET_EXCEEDED"
-INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
-DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+ERROR_CODES = strawberry.enum(
+    ErrorCode,
+    name="ErrorCode",
+    description="Every extensions.code an error of this API carries, over GraphQL, HTTP "
+    "and WebSockets alike. Clients match on these, never on messages.",
+)
+WARNING_CODES = strawberry.enum(
+    WarningCode,
+    name="WarningCode",
+    description="Codes of extensions.warnings: the answer stands, with a caveat.",
+)
+
 UNEXPECTED = "Unexpected error."
 """The message of every masked error: what went wrong is in the log, under its request id."""
 
 
 def user_error(message: str, argument: str | None = None) -> GraphQLError:
-    extensions: dict[str, Any] = {"code": BAD_USER_INPUT}
+    extensions: dict[str, Any] = {"code": ErrorCode.BAD_USER_INPUT}
     if argument:
         extensions["argument"] = argument
     return GraphQLError(message, extensions=extensions)
@@ -30,11 +40,11 @@ def user_error(message: str, argument: str | None = None) -> GraphQLError:
 
 def _extensions(error: BaseException) -> dict[str, Any] | None:
     if isinstance(error, CursorError):
-        return {"code": BAD_USER_INPUT}
+        return {"code": ErrorCode.BAD_USER_INPUT}
     if isinstance(error, HistoryPagingError):
         return {"code": UpstreamBadReply.category}
     if isinstance(error, UpstreamBudgetExceeded):
-        return {"code": UPSTREAM_BUDGET_EXCEEDED, "budget": error.budget}
+        return {"code": ErrorCode.UPSTREAM_BUDGET_EXCEEDED, "budget": error.budget}
     if not isinstance(error, UpstreamError):
         return None
     extensions: dict[str, Any] = {"code": error.category}
@@ -47,7 +57,7 @@ def _extensions(error: BaseException) -> dict[str, Any] | None:
 
 def _device_list_warning(error: UpstreamError) -> dict[str, Any]:
     warning: dict[str, Any] = {
-        "code": "DEVICE_LIST_UNAVAILABLE",
+        "code": WarningCode.DEVICE_LIST_UNAVAILABLE,
         "message": "The upstream's device list could not be read: devices were found "
         "through their history, and their identifiers show only the one asked by.",
         "reason": error.category,
@@ -86,7 +96,7 @@ class ResponseExtensions(SchemaExtension):
         }
         warnings: list[dict[str, Any]] = [
             {
-                "code": "UPSTREAM_GAP",
+                "code": WarningCode.UPSTREAM_GAP,
                 "message": gap.message,
                 "device": {"kind": device.kind.upper(), "identifier": device.identifier},
                 "occurredAt": format_api_instant(gap.instant),
@@ -98,7 +108,7 @@ class ResponseExtensions(SchemaExtension):
             results["cost"]["staleReads"] = cost.stale_reads
             warnings.append(
                 {
-                    "code": "STALE_DATA",
+                    "code": WarningCode.STALE_DATA,
                     "message": f"The upstream is unavailable: {cost.stale_reads} of its "
                     "answers came from the cache after their freshness ran out; newer "
                     "events may be missing.",

@@ -1,17 +1,21 @@
 """What one GraphQL operation may ask for, refused before anything runs.
 
-Depth, tokens and aliases reuse Strawberry's limiters (their validation rules and its
-parser's token budget), with limits read from the settings per request and errors that
-say QUERY_TOO_COMPLEX (the parser's refusal is marked by graph.observability, the first
-to see it). The cost bound is our own: it needs the variables, so it is checked once
-validation has passed, just before execution.
+Depth and aliases are validation rules of our own, tokens the parser's budget
+(``ExecutionContext.parse_options``, as Strawberry's MaxTokensLimiter sets it), with limits
+read from the settings per request and errors that say QUERY_TOO_COMPLEX (the parser's
+refusal is marked by graph.observability, the first to see it). Strawberry's own
+QueryDepthLimiter and MaxAliasesLimiter take their limits once, for every request of the
+schema, where ours are each service's. The cost bound needs the variables, so it is
+checked once validation has passed, just before execution.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
+import strawberry
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -19,21 +23,21 @@ from graphql import (
     GraphQLSchema,
     GraphQLSyntaxError,
     InlineFragmentNode,
+    OperationDefinitionNode,
     SelectionSetNode,
     ValidationContext,
     ValidationRule,
+    build_schema,
     get_named_type,
     get_operation_ast,
     value_from_ast_untyped,
 )
 from strawberry.extensions import SchemaExtension
-from strawberry.extensions.max_aliases import create_validator as aliases_validator
-from strawberry.extensions.query_depth_limiter import create_validator as depth_validator
 
 from graph.context import Limits
 from graph.relay import DEFAULT_PAGE, MAX_PAGE
+from models.errors import ErrorCode
 
-QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 _REPORT_FIELD = "provisioningReport"  # reads every history of its devices in the request
 _HISTORY = "ProvisioningEventConnection"
 FULL_RANGE_READ = 10 * MAX_PAGE
@@ -48,54 +52,109 @@ upstream calls per request (MAX_UPSTREAM_CALLS_PER_REQUEST) bounds what they spe
 
 
 def too_complex(message: str, limit: str, **details: int) -> GraphQLError:
-    return GraphQLError(message, extensions={"code": QUERY_TOO_COMPLEX, "limit": limit, **details})
+    return GraphQLError(
+        message, extensions={"code": ErrorCode.QUERY_TOO_COMPLEX, "limit": limit, **details}
+    )
 
 
-def _replacing_errors(
-    rule: type[ValidationRule], error: Callable[[], GraphQLError]
-) -> type[ValidationRule]:
-    """``rule``, reporting one typed error of ours instead of its own."""
+class _Measure:
+    """How deep selections nest and how many aliases they hold, counted as Strawberry's
+    limiters count them: root fields are level 0, introspection fields add no depth, and
+    a fragment counts wherever it is spread. Each fragment is walked once, so a document
+    that spreads fragments within fragments costs no more than its length to measure."""
 
-    class Replacing(ValidationRule):
-        def __init__(self, context: ValidationContext) -> None:
-            super().__init__(context)
-            found: list[GraphQLError] = []
-            report = context.on_error
-            context.on_error = found.append  # type: ignore[method-assign]
-            try:
-                rule(context)  # Strawberry's limiters do all their work when constructed
-            except KeyError:
-                pass  # a spread of an unknown fragment: KnownFragmentNamesRule reports it
-            finally:
-                context.on_error = report  # type: ignore[method-assign]
-            if found:
-                context.report_error(error())
+    def __init__(self, fragments: dict[str, FragmentDefinitionNode]) -> None:
+        self._fragments = fragments
+        self._measured: dict[str, tuple[int, int]] = {}
+        self._walking: set[str] = set()
 
-    return Replacing
+    def of(self, selections: SelectionSetNode) -> tuple[int, int]:
+        """The levels nested below ``selections``, and the aliases they hold."""
+        depth = aliases = 0
+        for selection in selections.selections:
+            if isinstance(selection, FieldNode):
+                aliases += selection.alias is not None
+                if selection.selection_set is None:
+                    continue
+                below, inner = self.of(selection.selection_set)
+                aliases += inner
+                if not selection.name.value.startswith("__"):
+                    depth = max(depth, 1 + below)
+            else:
+                if isinstance(selection, FragmentSpreadNode):
+                    below, inner = self._fragment(selection.name.value)
+                else:
+                    assert isinstance(selection, InlineFragmentNode)
+                    below, inner = self.of(selection.selection_set)
+                depth, aliases = max(depth, below), aliases + inner
+        return depth, aliases
+
+    def _fragment(self, name: str) -> tuple[int, int]:
+        measured = self._measured.get(name)
+        if measured is not None:
+            return measured
+        fragment = self._fragments.get(name)
+        if fragment is None or name in self._walking:
+            # Unknown, or spread within itself: KnownFragmentNamesRule and
+            # NoFragmentCyclesRule refuse the document.
+            return 0, 0
+        self._walking.add(name)
+        measured = self._measured[name] = self.of(fragment.selection_set)
+        self._walking.discard(name)
+        return measured
 
 
-# Cached, so that every request with the same limits has the same rules and the
+def _measure(document: DocumentNode) -> tuple[int, int]:
+    """How deep the document's deepest operation nests, and how many aliases all hold."""
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+    measure = _Measure(fragments)
+    measured = [
+        measure.of(d.selection_set)
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode)
+    ]
+    return max((depth for depth, _ in measured), default=0), sum(a for _, a in measured)
+
+
+# Cached, so that every request with the same limits has the same rule and the
 # validation cache (keyed by the rules) keeps working.
 @cache
-def _depth_rule(max_depth: int) -> type[ValidationRule]:
-    return _replacing_errors(
-        depth_validator(max_depth, None),
-        lambda: too_complex(
-            f"The operation nests fields more than {max_depth} levels deep.",
-            "depth",
-            maximum=max_depth,
-        ),
-    )
+def _bounds_rule(max_depth: int, max_aliases: int) -> type[ValidationRule]:
+    class Bounds(ValidationRule):
+        """Depth and aliases, one QUERY_TOO_COMPLEX error for each bound exceeded."""
+
+        def __init__(self, context: ValidationContext) -> None:
+            super().__init__(context)
+            # Measured here rather than while visiting, so that these errors come first,
+            # as the limiters' did: a document too large says so before anything else.
+            depth, aliases = _measure(context.document)
+            if depth > max_depth:
+                context.report_error(
+                    too_complex(
+                        f"The operation nests fields more than {max_depth} levels deep.",
+                        "depth",
+                        maximum=max_depth,
+                    )
+                )
+            if aliases > max_aliases:
+                context.report_error(
+                    too_complex(
+                        f"The document has more than {max_aliases} aliases.",
+                        "aliases",
+                        maximum=max_aliases,
+                    )
+                )
+
+    return Bounds
 
 
 @cache
-def _aliases_rule(max_aliases: int) -> type[ValidationRule]:
-    return _replacing_errors(
-        aliases_validator(max_aliases),
-        lambda: too_complex(
-            f"The document has more than {max_aliases} aliases.", "aliases", maximum=max_aliases
-        ),
-    )
+def _type_system(schema: strawberry.Schema) -> GraphQLSchema:
+    """The schema's types as graphql-core builds them from its SDL (``Schema.as_str``),
+    which is all the cost needs: fields, their arguments and their types."""
+    return build_schema(schema.as_str())
 
 
 class _Cost:
@@ -120,6 +179,8 @@ class _Cost:
         self.schema = schema
         self.fragments = fragments
         self.variables = variables
+        self._selected: dict[tuple[str, str], bool] = {}
+        self._fragment_costs: dict[str, int] = {}
 
     def _argument(self, field: FieldNode, name: str) -> Any:
         for argument in field.arguments or ():
@@ -150,14 +211,23 @@ class _Cost:
         """Whether the selection set asks for field ``name`` itself, through fragments too."""
         for selection in selections.selections:
             if isinstance(selection, FieldNode):
-                if selection.name.value == name:
-                    return True
+                found = selection.name.value == name
             elif isinstance(selection, FragmentSpreadNode):
-                if self._selects(self.fragments[selection.name.value].selection_set, name):
-                    return True
-            elif self._selects(selection.selection_set, name):
+                found = self._fragment_selects(selection.name.value, name)
+            else:
+                assert isinstance(selection, InlineFragmentNode)
+                found = self._selects(selection.selection_set, name)
+            if found:
                 return True
         return False
+
+    def _fragment_selects(self, fragment: str, name: str) -> bool:
+        # Looked at once however often it is spread: fragments spread twice within
+        # fragments spread twice would otherwise take exponential time.
+        key = (fragment, name)
+        if key not in self._selected:
+            self._selected[key] = self._selects(self.fragments[fragment].selection_set, name)
+        return self._selected[key]
 
     def _devices(self, field: FieldNode) -> int:
         report = self._argument(field, "input")
@@ -185,16 +255,25 @@ class _Cost:
                     total += self.of(
                         selection.selection_set, get_named_type(definition.type), inner
                     )
+            elif isinstance(selection, FragmentSpreadNode):
+                total += multiplier * self._fragment_cost(selection.name.value)
             else:
-                if isinstance(selection, FragmentSpreadNode):
-                    fragment = self.fragments[selection.name.value]
-                    condition, inner_set = fragment.type_condition, fragment.selection_set
-                else:
-                    assert isinstance(selection, InlineFragmentNode)
-                    condition, inner_set = selection.type_condition, selection.selection_set
+                assert isinstance(selection, InlineFragmentNode)
+                condition = selection.type_condition
                 typed = self.schema.get_type(condition.name.value) if condition else parent
-                total += self.of(inner_set, typed, multiplier)
+                total += self.of(selection.selection_set, typed, multiplier)
         return total
+
+    def _fragment_cost(self, name: str) -> int:
+        """What one spread of the fragment costs outside any page. A cost is the pages
+        around it times what lies within, so each fragment is walked once, however often
+        it is spread (as for ``_selects``)."""
+        cost = self._fragment_costs.get(name)
+        if cost is None:
+            fragment = self.fragments[name]
+            typed = self.schema.get_type(fragment.type_condition.name.value)
+            cost = self._fragment_costs[name] = self.of(fragment.selection_set, typed, 1)
+        return cost
 
 
 class QueryLimits(SchemaExtension):
@@ -210,8 +289,7 @@ class QueryLimits(SchemaExtension):
         context.parse_options["max_tokens"] = settings.max_query_tokens
         context.validation_rules = (
             *context.validation_rules,
-            _depth_rule(settings.max_query_depth),
-            _aliases_rule(settings.max_query_aliases),
+            _bounds_rule(settings.max_query_depth, settings.max_query_aliases),
         )
         yield
 
@@ -233,7 +311,7 @@ class QueryLimits(SchemaExtension):
                 if d.default_value is not None
             }
             variables.update(context.variables or {})
-            schema = context.schema._schema
+            schema = _type_system(context.schema)
             cost = _Cost(schema, fragments, variables).of(
                 operation.selection_set, schema.get_root_type(operation.operation), 1
             )

@@ -11,14 +11,13 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
-from graph.errors import DEADLINE_EXCEEDED, INTERNAL_SERVER_ERROR, UNEXPECTED
+from graph.errors import UNEXPECTED
 from graph.errors import _extensions as typed_extensions
-from graph.limits import QUERY_TOO_COMPLEX, parse_refused
+from graph.limits import parse_refused
 from graph.requests import current_request
+from models.errors import ErrorCode
 from resolvers.metrics import OPEN_SUBSCRIPTIONS, REQUESTS
 
-GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
-GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
 MAX_OPERATION_LABELS = 200
 """Distinct operation names the metrics keep apart; later ones count as "other"."""
 
@@ -41,7 +40,7 @@ def _mask(error: GraphQLError) -> None:
     log.error("unexpected error", exc_info=error.original_error, extra={"field": where})
     error.message = UNEXPECTED
     error.original_error = None
-    error.extensions = {"code": INTERNAL_SERVER_ERROR}
+    error.extensions = {"code": ErrorCode.INTERNAL_SERVER_ERROR}
     if info is not None:
         error.extensions["requestId"] = info.id
 
@@ -56,13 +55,13 @@ def classify(error: GraphQLError) -> None:
     elif _unexpected(error):
         _mask(error)
     elif isinstance(error, GraphQLSyntaxError) and parse_refused(error):
-        error.extensions = {"code": QUERY_TOO_COMPLEX, "limit": "tokens"}
+        error.extensions = {"code": ErrorCode.QUERY_TOO_COMPLEX, "limit": "tokens"}
     elif isinstance(error, GraphQLSyntaxError):
-        error.extensions = {"code": GRAPHQL_PARSE_FAILED}
+        error.extensions = {"code": ErrorCode.GRAPHQL_PARSE_FAILED}
     elif error.path is None:
-        error.extensions = {"code": GRAPHQL_VALIDATION_FAILED}
+        error.extensions = {"code": ErrorCode.GRAPHQL_VALIDATION_FAILED}
     else:  # graphql-core found a resolved value the schema cannot hold: our bug
-        error.extensions = {"code": INTERNAL_SERVER_ERROR}
+        error.extensions = {"code": ErrorCode.INTERNAL_SERVER_ERROR}
 
 
 class Schema(strawberry.Schema):
@@ -99,7 +98,7 @@ def _past_deadline() -> bool:
 def _outcome(errors: list[GraphQLError] | None) -> str:
     if not errors:
         return "ok"
-    return str((errors[0].extensions or {}).get("code") or INTERNAL_SERVER_ERROR)
+    return str((errors[0].extensions or {}).get("code") or ErrorCode.INTERNAL_SERVER_ERROR)
 
 
 class OperationMetrics(SchemaExtension):
@@ -127,10 +126,10 @@ class OperationMetrics(SchemaExtension):
             outcome = "ok"  # a subscription its client ended
             raise
         except asyncio.CancelledError:
-            outcome = DEADLINE_EXCEEDED if _past_deadline() else "cancelled"
+            outcome = ErrorCode.DEADLINE_EXCEEDED if _past_deadline() else "cancelled"
             raise
         except Exception:
-            outcome = INTERNAL_SERVER_ERROR
+            outcome = ErrorCode.INTERNAL_SERVER_ERROR
             raise
         finally:
             if self._subscribed:

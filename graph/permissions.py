@@ -24,6 +24,7 @@ from strawberry.extensions.field_extension import (
 )
 
 from graph.relay import parse_global_id
+from models.errors import ErrorCode
 from models.principal import (
     HISTORY_READ,
     RECIPES_READ,
@@ -31,9 +32,6 @@ from models.principal import (
     REPORTS_READ,
     REPORTS_WRITE,
 )
-
-FORBIDDEN = "FORBIDDEN"
-
 
 TYPE_SCOPES: dict[str, str | None] = {
     # Devices are the upstream's data: what it knows of a device is read with its history.
@@ -121,7 +119,7 @@ class Scope(FieldExtension):
     def _check(self, info: strawberry.Info, arguments: dict[str, Any]) -> None:
         scope = self.scope_for(arguments)
         if scope is not None and scope not in info.context.principal.scopes:
-            raise GraphQLError(_message(scope), extensions={"code": FORBIDDEN})
+            raise GraphQLError(_message(scope), extensions={"code": ErrorCode.FORBIDDEN})
 
     def resolve(
         self, next_: SyncExtensionResolver, source: Any, info: strawberry.Info, **kwargs: Any

@@ -11,7 +11,7 @@ from graph.context import Info
 from graph.devices import queries as devices
 from graph.devices.identifiers import DeviceIdentifierInput
 from graph.devices.types import Device
-from graph.errors import ResponseExtensions
+from graph.errors import ERROR_CODES, WARNING_CODES, ResponseExtensions
 from graph.execution import EventExecutor
 from graph.limits import QueryLimits
 from graph.observability import OperationMetrics, Schema
@@ -54,7 +54,7 @@ schema = Schema(
     query=Query,
     mutation=Mutation,
     subscription=Subscription,
-    types=[Device, DeviceIdentifierInput, ProvisioningRecipe],
+    types=[Device, DeviceIdentifierInput, ProvisioningRecipe, ERROR_CODES, WARNING_CODES],
     # Frontends send the same few documents again and again: parse and validate each once
     # (both caches live at module level; factories, not instances, per request).
     extensions=[

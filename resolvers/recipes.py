@@ -25,6 +25,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from models import recipe_events
 from models.devices import DeviceIdentifier
+from models.errors import UserErrorCode
 from models.principal import Principal
 from models.recipe_fields import (
     RECIPE_FIELDS,
@@ -55,7 +56,7 @@ _Row = TypeVar("_Row")
 @dataclass(frozen=True)
 class UserError:
     field: list[str]
-    code: str
+    code: UserErrorCode
     message: str
 
 
@@ -104,7 +105,9 @@ def _check_uid(errors: list[UserError], path: list[str], value: str | None) -> s
     if value is None:
         return None
     if not _UID.fullmatch(value):
-        errors.append(UserError(path, "INVALID_UID", "Must be 32 hexadecimal characters."))
+        errors.append(
+            UserError(path, UserErrorCode.INVALID_UID, "Must be 32 hexadecimal characters.")
+        )
         return None
     return value.lower()
 
@@ -114,7 +117,7 @@ def _check_characters(errors: list[UserError], path: list[str], value: str | Non
         errors.append(
             UserError(
                 path,
-                "INVALID_CHARACTERS",
+                UserErrorCode.INVALID_CHARACTERS,
                 f"Text {UNSTORABLE_RULE}",
             )
         )
@@ -123,7 +126,11 @@ def _check_characters(errors: list[UserError], path: list[str], value: str | Non
 def _check_text(errors: list[UserError], spec: RecipeField, value: str) -> str:
     if spec.max_length is not None and len(value) > spec.max_length:
         errors.append(
-            UserError(["input", spec.key], "TOO_LONG", f"At most {spec.max_length} characters.")
+            UserError(
+                ["input", spec.key],
+                UserErrorCode.TOO_LONG,
+                f"At most {spec.max_length} characters.",
+            )
         )
     else:
         _check_characters(errors, ["input", spec.key], value)
@@ -136,7 +143,7 @@ def _check_mac(errors: list[UserError], path: list[str], value: str) -> str | No
         errors.append(
             UserError(
                 path,
-                "INVALID_MAC_ADDRESS",
+                UserErrorCode.INVALID_MAC_ADDRESS,
                 "Must be six pairs of hex digits, e.g. 29:9F:66:C8:00:1A.",
             )
         )
@@ -146,7 +153,9 @@ def _check_mac(errors: list[UserError], path: list[str], value: str) -> str | No
 def _check_tags(errors: list[UserError], spec: RecipeField, tags: list[str]) -> list[str]:
     if spec.max_length is not None and len(tags) > spec.max_length:
         errors.append(
-            UserError(["input", spec.key], "TOO_MANY", f"At most {spec.max_length} tags.")
+            UserError(
+                ["input", spec.key], UserErrorCode.TOO_MANY, f"At most {spec.max_length} tags."
+            )
         )
     checked = [_check_uid(errors, ["input", spec.key, str(i)], tag) for i, tag in enumerate(tags)]
     return list(dict.fromkeys(t for t in checked if t))
@@ -158,7 +167,9 @@ def _check_field(errors: list[UserError], spec: RecipeField, value: Any) -> Any:
         value = value.strip() or None  # blank text is no text
     if value is None:
         if spec.required:
-            errors.append(UserError(["input", spec.key], "REQUIRED", f"{spec.key} is required."))
+            errors.append(
+                UserError(["input", spec.key], UserErrorCode.REQUIRED, f"{spec.key} is required.")
+            )
         return None
     match spec.check:
         case Check.TEXT:
@@ -185,7 +196,9 @@ def validate(new: NewRecipe) -> tuple[NewRecipe, list[UserError]]:
     organization = None
     if not new.organization_uid or not new.organization_uid.strip():
         errors.append(
-            UserError(["input", "organizationUid"], "REQUIRED", "organizationUid is required.")
+            UserError(
+                ["input", "organizationUid"], UserErrorCode.REQUIRED, "organizationUid is required."
+            )
         )
     else:
         organization = _check_uid(errors, ["input", "organizationUid"], new.organization_uid)
@@ -196,7 +209,9 @@ def validate(new: NewRecipe) -> tuple[NewRecipe, list[UserError]]:
     if key is not None and not 0 < len(key) <= IDEMPOTENCY_KEY_LENGTH:
         errors.append(
             UserError(
-                ["input", "idempotencyKey"], "INVALID", f"1 to {IDEMPOTENCY_KEY_LENGTH} characters."
+                ["input", "idempotencyKey"],
+                UserErrorCode.INVALID,
+                f"1 to {IDEMPOTENCY_KEY_LENGTH} characters.",
             )
         )
     else:
@@ -261,7 +276,7 @@ class RecipeStore:
             errors.append(
                 UserError(
                     ["input", "organizationUid"],
-                    "FORBIDDEN",
+                    UserErrorCode.FORBIDDEN,
                     "You may not create recipes for this organization.",
                 )
             )
@@ -269,7 +284,7 @@ class RecipeStore:
             errors.append(
                 UserError(
                     ["input", "owner", "organizationUid"],
-                    "FORBIDDEN",
+                    UserErrorCode.FORBIDDEN,
                     "You may not name an organization you do not act for as the owner.",
                 )
             )
@@ -285,7 +300,7 @@ class RecipeStore:
                 errors=[
                     UserError(
                         ["input", "device"],
-                        "DEVICE_NOT_FOUND",
+                        UserErrorCode.DEVICE_NOT_FOUND,
                         "The upstream does not know this device.",
                     )
                 ]
@@ -347,7 +362,7 @@ class RecipeStore:
                 errors=[
                     UserError(
                         ["input", "idempotencyKey"],
-                        "IDEMPOTENCY_KEY_REUSED",
+                        UserErrorCode.IDEMPOTENCY_KEY_REUSED,
                         "This idempotency key was used with a different input.",
                     )
                 ]
@@ -373,13 +388,21 @@ class RecipeStore:
         for name, value in (("errorMessage", error_message), ("warningMessage", warning_message)):
             if value is not None and len(value) > MESSAGE_LENGTH:
                 errors.append(
-                    UserError(["input", name], "TOO_LONG", f"At most {MESSAGE_LENGTH} characters.")
+                    UserError(
+                        ["input", name],
+                        UserErrorCode.TOO_LONG,
+                        f"At most {MESSAGE_LENGTH} characters.",
+                    )
                 )
             else:
                 _check_characters(errors, ["input", name], value)
         if not _UID.fullmatch(uid):
             errors.append(
-                UserError(["input", "uid"], "INVALID_UID", "Must be 32 hexadecimal characters.")
+                UserError(
+                    ["input", "uid"],
+                    UserErrorCode.INVALID_UID,
+                    "Must be 32 hexadecimal characters.",
+                )
             )
         if errors:
             return Outcome(errors=errors)
@@ -395,7 +418,11 @@ class RecipeStore:
                 current = found.first()
                 if current is None or not principal.may_see(current.organization_uid):
                     return Outcome(
-                        errors=[UserError(["input", "uid"], "NOT_FOUND", "No recipe has this uid.")]
+                        errors=[
+                            UserError(
+                                ["input", "uid"], UserErrorCode.NOT_FOUND, "No recipe has this uid."
+                            )
+                        ]
                     )
                 if status not in TRANSITIONS[current.status]:
                     allowed = ", ".join(sorted(TRANSITIONS[current.status])) or "none (final)"
@@ -403,7 +430,7 @@ class RecipeStore:
                         errors=[
                             UserError(
                                 ["input", "status"],
-                                "INVALID_TRANSITION",
+                                UserErrorCode.INVALID_TRANSITION,
                                 f"A {current.status} recipe cannot become {status}; "
                                 f"allowed: {allowed}.",
                             )

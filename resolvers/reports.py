@@ -23,6 +23,7 @@ from models.devices import (
     InvalidIdentifier,
     read_identifier,
 )
+from models.errors import UserErrorCode
 from models.events import ProvisioningEvent
 from models.instants import TICKS_PER_SECOND, from_datetime
 from models.reports import ReportDimension, TimeBucket
@@ -341,13 +342,13 @@ def _range_errors(occurred_after: int | None, occurred_before: int | None) -> li
     if occurred_after is None or occurred_before is None:
         missing = [("occurredAfter", occurred_after), ("occurredBefore", occurred_before)]
         return [
-            UserError([name], "REQUIRED", f"{name} is required.")
+            UserError([name], UserErrorCode.REQUIRED, f"{name} is required.")
             for name, value in missing
             if value is None
         ]
     if problem := range_problem(occurred_after, occurred_before):
         name, message = problem
-        return [UserError([name], "INVALID_RANGE", message)]
+        return [UserError([name], UserErrorCode.INVALID_RANGE, message)]
     return []
 
 
@@ -357,11 +358,11 @@ def read_device(kind: str, identifier: str) -> DeviceIdentifier | UserError:
     # Only ASCII: str.lower() turns some other letters into ASCII ones (a Kelvin sign into k).
     known = kind.lower() if kind.isascii() else ""
     if known not in IDENTIFIER_FORMATS:
-        return UserError(["kind"], "INVALID_KIND", f"kind must be one of {KIND_NAMES}.")
+        return UserError(["kind"], UserErrorCode.INVALID_KIND, f"kind must be one of {KIND_NAMES}.")
     try:
         return read_identifier(known, identifier)
     except InvalidIdentifier as invalid:
-        return UserError(["identifier"], "INVALID_IDENTIFIER", str(invalid))
+        return UserError(["identifier"], UserErrorCode.INVALID_IDENTIFIER, str(invalid))
 
 
 def check_request(
@@ -382,10 +383,10 @@ def check_request(
     identifier) pairs; no zone is UTC."""
     errors: list[UserError] = []
     if not devices:
-        errors.append(UserError(["devices"], "REQUIRED", "Name at least one device."))
+        errors.append(UserError(["devices"], UserErrorCode.REQUIRED, "Name at least one device."))
     if len(devices) > max_devices:
         message = f"At most {max_devices} devices a report."
-        errors.append(UserError(["devices"], "TOO_MANY", message))
+        errors.append(UserError(["devices"], UserErrorCode.TOO_MANY, message))
     checked = []
     for index, (kind, identifier) in enumerate(devices):
         device = read_device(kind, identifier)
@@ -397,10 +398,12 @@ def check_request(
             checked.append(device)
     errors += _range_errors(occurred_after, occurred_before)
     if not group_by:
-        errors.append(UserError(["groupBy"], "REQUIRED", "Group by at least one dimension."))
+        errors.append(
+            UserError(["groupBy"], UserErrorCode.REQUIRED, "Group by at least one dimension.")
+        )
     zone = "UTC" if zone is None else zone
     if time_zone(zone) is None:
-        errors.append(UserError(["timeZone"], "INVALID_TIME_ZONE", TIME_ZONE_EXPECTED))
+        errors.append(UserError(["timeZone"], UserErrorCode.INVALID_TIME_ZONE, TIME_ZONE_EXPECTED))
     if errors or occurred_after is None or occurred_before is None:  # missing is an error
         return errors
     return ReportRequest(

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.exceptions import ConnectionRejectionError
 
 from graph.context import Context
+from models.errors import ErrorCode
 from models.principal import ANONYMOUS, Principal
 from resolvers.auth import Authenticator, Unauthenticated
 from resolvers.identity import JwtVerifier
@@ -31,7 +32,6 @@ from soap.simulator import MOUNT as SIMULATOR_MOUNT
 
 log = logging.getLogger(__name__)
 
-UNAUTHENTICATED = "UNAUTHENTICATED"
 OPEN_PATHS = frozenset(("/healthz", "/readyz", "/metrics"))
 
 
@@ -115,7 +115,7 @@ def _open(connection: HTTPConnection) -> bool:
 def unauthenticated(error: Unauthenticated) -> Response:
     challenge = 'Bearer error="invalid_token"' if error.presented else "Bearer"
     return error_response(
-        401, error.reason, UNAUTHENTICATED, headers={"WWW-Authenticate": challenge}
+        401, error.reason, ErrorCode.UNAUTHENTICATED, headers={"WWW-Authenticate": challenge}
     )
 
 
@@ -204,5 +204,5 @@ async def authenticate_connection_init(context: Context) -> None:
     except Unauthenticated as error:
         log.info("unauthenticated WebSocket: %s", error.reason)
         raise ConnectionRejectionError(
-            {"message": error.reason, "extensions": {"code": UNAUTHENTICATED}}
+            {"message": error.reason, "extensions": {"code": ErrorCode.UNAUTHENTICATED}}
         ) from error

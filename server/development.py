@@ -12,6 +12,7 @@ when ``AUTH_DISABLED`` switches authentication off.
 import ipaddress
 import json
 import logging
+from importlib import resources
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
@@ -20,6 +21,8 @@ from starlette.requests import HTTPConnection
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
+
+_GRAPHIQL = resources.files(__package__).joinpath("graphiql.html").read_text(encoding="utf-8")
 
 _FORWARDING = frozenset(
     (
@@ -118,18 +121,15 @@ def announce(token: str) -> None:
     )
 
 
-def graphiql_page(connection: HTTPConnection, page: str) -> str:
-    """Strawberry's GraphiQL page, its headers editor prefilled with the development
-    token where there is one and the request is local."""
+def graphiql_page(connection: HTTPConnection) -> str:
+    """The GraphiQL page (``graphiql.html``, this project's own), its headers editor
+    prefilled with the development token where there is one and the request is local.
+    GraphiQL sends the editor's headers with every request and, over WebSocket, as the
+    ``connection_init`` payload: both then carry the token."""
     token: str | None = connection.app.state.services.authenticator.development_token
-    if token is None or not is_local(connection):
-        return page
-    anchor = "React.useState(parameters.headers)"
-    if anchor not in page:
-        raise RuntimeError("Strawberry's GraphiQL page has changed: cannot prefill headers")
-    # A JavaScript string literal holding the editor's JSON; "</" could end the script.
-    literal = json.dumps(json.dumps({"Authorization": f"Bearer {token}"}, indent=2))
-    literal = literal.replace("</", "<\\/")
-    # GraphiQL sends the editor's headers with every request and, over WebSocket, as the
-    # connection_init payload: both then carry the token.
-    return page.replace(anchor, f"React.useState(parameters.headers || {literal})", 1)
+    headers = None
+    if token is not None and is_local(connection):
+        headers = json.dumps({"Authorization": f"Bearer {token}"}, indent=2)
+    # JSON in a script element: with "<" escaped, nothing in it can end the element.
+    prefilled = json.dumps(headers).replace("<", "\\u003c")
+    return _GRAPHIQL.replace("__PREFILLED_HEADERS__", prefilled, 1)

@@ -27,11 +27,10 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from graph.errors import BAD_USER_INPUT
-from graph.permissions import FORBIDDEN
 from graph.reports.queries import job_id_of
 from graph.requests import current_request
 from models.devices import DeviceIdentifier
+from models.errors import ErrorCode, UserErrorCode
 from models.events import ProvisioningEvent
 from models.instants import InvalidInstant, format_api_instant, parse_instant
 from models.principal import HISTORY_READ, REPORTS_READ
@@ -56,7 +55,6 @@ from server.services import services_of
 from soap.contract import DEVICE_NOT_FOUND
 from soap.errors import UpstreamError, UpstreamFault, UpstreamTimeout
 
-NOT_FOUND = "NOT_FOUND"
 FAILURES_HEADER = "X-Report-Failures"
 FAILURE_MARK = "#failure"
 HISTORY_COLUMNS = [
@@ -94,12 +92,12 @@ def _forbidden(request: Request, scope: str) -> Response | None:
     """403 unless the caller's credential carries ``scope``; checked before any work."""
     if scope in principal_of(request).scopes:
         return None
-    return error_response(403, f"This needs the {scope} scope.", FORBIDDEN)
+    return error_response(403, f"This needs the {scope} scope.", ErrorCode.FORBIDDEN)
 
 
 def _upstream_error(error: UpstreamError) -> Response:
     if isinstance(error, UpstreamFault) and error.code == DEVICE_NOT_FOUND:
-        return error_response(404, "The upstream does not know this device.", NOT_FOUND)
+        return error_response(404, "The upstream does not know this device.", ErrorCode.NOT_FOUND)
     status = 504 if isinstance(error, UpstreamTimeout) else 502
     return error_response(status, str(error), error.category)
 
@@ -156,7 +154,7 @@ async def history_csv(request: Request) -> Response:
         if problem := range_problem(earliest, latest):
             raise BadParameter(problem[1])
     except BadParameter as error:
-        return error_response(400, str(error), BAD_USER_INPUT)
+        return error_response(400, str(error), ErrorCode.BAD_USER_INPUT)
     matches, _ = matcher(*_filter(params))
     pager = HistoryPager(services.upstream.history(Cost(), keep=False), device, earliest, latest)
     windows = aiter(pager.windows())
@@ -185,7 +183,7 @@ def _group_by(values: list[str], problems: list[UserError]) -> list[ReportDimens
         return [ReportDimension(value) for value in values or DEFAULT_GROUP_BY]
     except ValueError:
         message = f"groupBy must be among {', '.join(ReportDimension)}."
-        problems.append(UserError(["groupBy"], BAD_USER_INPUT, message))
+        problems.append(UserError(["groupBy"], UserErrorCode.BAD_USER_INPUT, message))
         return list(DEFAULT_GROUP_BY)
 
 
@@ -194,7 +192,7 @@ def _bucket(value: str | None, problems: list[UserError]) -> TimeBucket | None:
         return None if value is None else TimeBucket(value)
     except ValueError:
         message = f"bucket must be one of {', '.join(TimeBucket)}."
-        problems.append(UserError(["bucket"], BAD_USER_INPUT, message))
+        problems.append(UserError(["bucket"], UserErrorCode.BAD_USER_INPUT, message))
         return None
 
 
@@ -204,7 +202,7 @@ def _report_instant(params: QueryParams, name: str, problems: list[UserError]) -
     try:
         return None if value is None else _parsed_instant(value, name)
     except BadParameter as error:
-        problems.append(UserError([name], BAD_USER_INPUT, str(error)))
+        problems.append(UserError([name], UserErrorCode.BAD_USER_INPUT, str(error)))
         return None
 
 
@@ -257,7 +255,7 @@ def _report_request(params: QueryParams, max_devices: int) -> ReportRequest | Re
         # not read, which the model then saw missing), the route's says more.
         problems += checked
     first = min(problems, key=_checked_order)
-    return error_response(400, _in_our_words(first, named, max_devices), BAD_USER_INPUT)
+    return error_response(400, _in_our_words(first, named, max_devices), ErrorCode.BAD_USER_INPUT)
 
 
 def _device_label(device: dict[str, str]) -> str:
@@ -274,7 +272,7 @@ def _failed_report(failures: list[dict[str, Any]]) -> Response:
     ]
     if codes == {DEVICE_NOT_FOUND}:
         message = "The upstream knows none of the report's devices."
-        return error_response(404, message, NOT_FOUND, failures=listed)
+        return error_response(404, message, ErrorCode.NOT_FOUND, failures=listed)
     message = f"No device of the report could be read ({len(failures)} failed)."
     if codes == {UpstreamTimeout.category}:
         return error_response(504, message, UpstreamTimeout.category, failures=listed)
@@ -291,13 +289,13 @@ async def _job_report(
     try:
         raw_id = job_id_of(job_id)
     except GraphQLError:  # not a global id at all
-        return error_response(400, "jobId is not a report job's id.", BAD_USER_INPUT)
+        return error_response(400, "jobId is not a report job's id.", ErrorCode.BAD_USER_INPUT)
     owner = principal_of(request).subject
     job = await services_of(request).jobs.get(raw_id, owner) if raw_id else None
     if job is None:
-        return error_response(404, "No such report job.", NOT_FOUND)
+        return error_response(404, "No such report job.", ErrorCode.NOT_FOUND)
     if job.result is None:
-        return error_response(409, f"The job is {job.state}, not finished.", "NOT_READY")
+        return error_response(409, f"The job is {job.state}, not finished.", ErrorCode.NOT_READY)
     return job.result, ReportRequest.of_json(job.request)
 
 

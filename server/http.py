@@ -12,29 +12,36 @@ A subscription over plain HTTP is one too: subscriptions need a WebSocket.
 """
 
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 from cross_web import HTTPException
-from graphql import GraphQLSyntaxError, Lexer, Source, TokenKind
+from graphql import GraphQLError, GraphQLSyntaxError, Lexer, Source, TokenKind
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.directive import StrawberryDirective
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.http.types import QueryParams
 from strawberry.schema.base import BaseSchema
 from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.base import StrawberryObjectDefinition
+from strawberry.types.enum import StrawberryEnumDefinition
 from strawberry.types.graphql import OperationType
-from strawberry.types.unset import UNSET, UnsetType
+from strawberry.types.scalar import ScalarDefinition
+from strawberry.types.union import StrawberryUnion
+from strawberry.types.unset import UnsetType
 
 from graph.context import Context
 from models.principal import ANONYMOUS
 from models.text import UNSTORABLE_RULE, storable
-from server.auth import authenticate_connection_init, principal_of, upgrade_principal
+from server.auth import principal_of, upgrade_principal
 from server.development import graphiql_page
-from server.services import context_for, services_of_context
-from server.sockets import LegacyHandler, TransportHandler
+from server.services import context_for
+from server.sockets import MAX_OPERATIONS_PER_SOCKET, SocketGuard, handshake
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 MAX_JSON_DEPTH = 32
@@ -137,26 +144,50 @@ def _accepts_graphql_response(accept: str) -> bool:
     return False
 
 
-class _OverPlainHttp:
-    """The schema as a plain JSON request sees it: no subscriptions.
+class _Served(BaseSchema):
+    """The schema as this app runs it, over each transport (the view takes any
+    ``BaseSchema``; everything not said here is the schema's own):
 
-    Strawberry lets a subscription through to graphql-core's execute, which resolves its
-    root field as a query's and fails on the stream it gets: a masked error. No streaming
-    HTTP protocol is enabled, so a subscription needs a WebSocket.
+    - no subscription over plain HTTP: Strawberry would let one through to graphql-core's
+      execute, which resolves its root field as a query's and fails on the stream it
+      gets, a masked error. No streaming HTTP protocol is enabled, so a subscription
+      needs a WebSocket.
+    - every operation over graphql-ws, which Strawberry runs through ``subscribe``: the
+      protocol (and clients that still speak it) sends queries and mutations too, as over
+      graphql-transport-ws, which Strawberry runs through ``stream``.
     """
 
     def __init__(self, schema: BaseSchema) -> None:
-        self._schema = schema
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._schema, name)
+        self._inner = schema
+        self.config = schema.config
+        self.schema_converter = schema.schema_converter
+        self.query = schema.query
+        self.mutation = schema.mutation
+        self.subscription = schema.subscription
+        self.schema_directives = schema.schema_directives
+        self.exception_handlers = schema.exception_handlers
 
     async def execute(
-        self, query: str | None, allowed_operation_types: Iterable[OperationType], **options: Any
-    ) -> Any:
-        allowed = set(allowed_operation_types) - {OperationType.SUBSCRIPTION}
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        allowed = set(OperationType if allowed_operation_types is None else allowed_operation_types)
         try:
-            return await self._schema.execute(query, allowed_operation_types=allowed, **options)
+            return await self._inner.execute(
+                query,
+                variable_values=variable_values,
+                context_value=context_value,
+                root_value=root_value,
+                operation_name=operation_name,
+                allowed_operation_types=allowed - {OperationType.SUBSCRIPTION},
+                operation_extensions=operation_extensions,
+            )
         except InvalidOperationTypeError as error:
             if error.operation_type is not OperationType.SUBSCRIPTION:
                 raise
@@ -166,19 +197,114 @@ class _OverPlainHttp:
                 "(graphql-transport-ws or graphql-ws), not over plain HTTP.",
             ) from None
 
+    def execute_sync(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        return self._inner.execute_sync(
+            query,
+            variable_values=variable_values,
+            context_value=context_value,
+            root_value=root_value,
+            operation_name=operation_name,
+            allowed_operation_types=allowed_operation_types,
+            operation_extensions=operation_extensions,
+        )
+
+    async def subscribe(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> AsyncGenerator[Any, None]:
+        return await self._inner.stream(
+            query,
+            variable_values=variable_values,
+            context_value=context_value,
+            root_value=root_value,
+            operation_name=operation_name,
+            operation_extensions=operation_extensions,
+            allowed_operation_types=tuple(OperationType),
+        )
+
+    async def stream(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+    ) -> AsyncGenerator[Any, None]:
+        return await self._inner.stream(
+            query,
+            variable_values=variable_values,
+            context_value=context_value,
+            root_value=root_value,
+            operation_name=operation_name,
+            operation_extensions=operation_extensions,
+            allowed_operation_types=allowed_operation_types,
+        )
+
+    def get_type_by_name(
+        self, name: str
+    ) -> (
+        StrawberryObjectDefinition
+        | ScalarDefinition
+        | StrawberryEnumDefinition
+        | StrawberryUnion
+        | None
+    ):
+        return self._inner.get_type_by_name(name)
+
+    def get_directive_by_name(self, graphql_name: str) -> StrawberryDirective[Any] | None:
+        return self._inner.get_directive_by_name(graphql_name)
+
+    def as_str(self) -> str:
+        return self._inner.as_str()
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        self._inner.process_errors(errors, execution_context)
+
 
 class _SubResponse(Response):
     graphql_response = False
 
 
-class GraphQLApp(GraphQL):
-    graphql_transport_ws_handler_class = TransportHandler
-    graphql_ws_handler_class = LegacyHandler
+class GraphQLApp(GraphQL[Context, None]):
+    def __init__(
+        self,
+        schema: BaseSchema,
+        *,
+        max_subscriptions_per_connection: int | None = MAX_OPERATIONS_PER_SOCKET,
+        **options: Any,
+    ) -> None:
+        # The per-socket cap is the guard's alone, so that its error carries a code.
+        super().__init__(_Served(schema), max_subscriptions_per_connection=None, **options)
+        self.max_operations_per_socket = max_subscriptions_per_connection
 
-    def __init__(self, schema: BaseSchema, **options: Any) -> None:
-        super().__init__(_OverPlainHttp(schema), **options)  # type: ignore[arg-type]
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await super().__call__(scope, receive, send)
+            return
+        guard = SocketGuard(receive, send, self.decode_json, self.max_operations_per_socket)
+        await guard.serve(super().__call__, scope)
 
-    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> Context:
         if isinstance(request, WebSocket):
             context = context_for(request, await upgrade_principal(request))
             if context.principal is not ANONYMOUS:
@@ -187,10 +313,8 @@ class GraphQLApp(GraphQL):
         return context_for(request, principal_of(request))
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
-        await authenticate_connection_init(context)
-        # A handshake counts against its credential's rate limit, as a request does.
-        await services_of_context(context).rate_limits.check_request(context.principal)
-        return UNSET
+        await handshake(context)
+        return await super().on_ws_connect(context)
 
     def decode_json(self, data: str | bytes) -> object:
         # Request bodies, GET variables and WebSocket messages alike. Over a WebSocket a
@@ -221,9 +345,7 @@ class GraphQLApp(GraphQL):
 
     async def render_graphql_ide(self, request: Request) -> Response:
         # The page may carry the development token: no cache, shared or private, keeps it.
-        return HTMLResponse(
-            graphiql_page(request, self.graphql_ide_html), headers={"cache-control": "no-store"}
-        )
+        return HTMLResponse(graphiql_page(request), headers={"cache-control": "no-store"})
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         sub_response = _SubResponse()
@@ -255,4 +377,8 @@ class GraphQLApp(GraphQL):
 def _request_error(data: GraphQLHTTPResponse) -> bool:
     """No execution happened: no data, and errors that point at no field."""
     errors = data.get("errors") or []
-    return data.get("data") is None and bool(errors) and all("path" not in e for e in errors)
+    return (
+        data.get("data") is None
+        and bool(errors)
+        and all(isinstance(e, dict) and "path" not in e for e in errors)
+    )

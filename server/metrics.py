@@ -6,6 +6,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
+from models.errors import ErrorCode
 from server.responses import error_response
 from server.services import services_of
 
@@ -20,7 +21,7 @@ async def metrics(request: Request) -> Response:
             return error_response(
                 401,
                 "GET /metrics needs its bearer token.",
-                "UNAUTHENTICATED",
+                ErrorCode.UNAUTHENTICATED,
                 headers={"www-authenticate": "Bearer"},
             )
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

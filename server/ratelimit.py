@@ -30,13 +30,13 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from models.errors import ErrorCode
 from models.principal import Principal
 from resolvers.auth import Unauthenticated
 from resolvers.metrics import RATE_LIMITED
 from server.development import client_address
 from server.responses import error_response, route_path
 
-RATE_LIMITED_CODE = "RATE_LIMITED"
 CHECKS_PER_ADDRESS = 4
 """Credentials of one client address checked at once; more wait their turn. Few, so that
 a burst of refused ones cannot pass the address's limit by many; not one, so that many
@@ -54,7 +54,7 @@ class RateLimited(Exception):
 
     @property
     def extensions(self) -> dict[str, object]:
-        return {"code": RATE_LIMITED_CODE, "retryAfter": self.retry_after}
+        return {"code": ErrorCode.RATE_LIMITED, "retryAfter": self.retry_after}
 
 
 def too_many_requests(limited: RateLimited) -> Response:
@@ -63,7 +63,7 @@ def too_many_requests(limited: RateLimited) -> Response:
     return error_response(
         429,
         limited.message,
-        RATE_LIMITED_CODE,
+        ErrorCode.RATE_LIMITED,
         headers={"Retry-After": str(limited.retry_after)},
         retryAfter=limited.retry_after,
     )

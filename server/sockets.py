@@ -9,51 +9,55 @@ A socket is authenticated once, at ``connection_init``, but may stay open for da
 - its ``connection_init`` and every operation it starts count against the credential's
   rate limit, as HTTP requests do; over it, the handshake closes 1013 (try again later)
   and an operation gets an error coded ``RATE_LIMITED`` while the socket stays open.
-- operations in flight are capped per socket (``TOO_MANY_SUBSCRIPTIONS``, Strawberry's
-  ``max_subscriptions_per_connection``) and per credential across this replica's sockets
-  (``MAX_SUBSCRIPTIONS_PER_CREDENTIAL``).
+- operations in flight are capped per socket (``TOO_MANY_SUBSCRIPTIONS``,
+  ``MAX_OPERATIONS_PER_SOCKET`` unless the app says otherwise) and per credential across
+  this replica's sockets (``MAX_SUBSCRIPTIONS_PER_CREDENTIAL``).
 - a socket keeps the credential it was acknowledged with: a second ``connection_init``
   closes it 4429, as graphql-transport-ws prescribes (graphql-ws answers
   ``connection_error`` first), since its count and its checks belong to the first one.
+
+Strawberry's protocol handlers offer no public hook for any of this but the handshake
+(``on_ws_connect``). So a guard stands between the connection and Strawberry's ASGI app:
+it reads the protocol messages going either way (``connection_init``, ``subscribe`` or
+``start``, ``complete`` or ``stop`` from the client; ``complete`` and ``error`` from the
+server), and answers or closes for itself where its policy says so. Strawberry learns
+that the guard closed the socket as it learns of any close: its next receive is a
+disconnect, and it ends the socket's operations.
 """
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
-from strawberry.http.exceptions import WebSocketDisconnected
-from strawberry.schema.base import BaseSchema
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-)
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
-    ConnectionInitMessage,
-    SubscribeMessage,
-)
-from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
-from strawberry.subscriptions.protocols.graphql_ws.types import (
-    ConnectionInitMessage as LegacyConnectionInitMessage,
-)
-from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage
-from strawberry.types.graphql import OperationType
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
 
 from graph.context import Context
+from models.errors import ErrorCode
 from resolvers.auth import Unauthenticated
-from server.auth import UNAUTHENTICATED
-from server.ratelimit import RateLimited, Socket
+from server.auth import authenticate_connection_init
+from server.ratelimit import RateLimited
 from server.services import services_of_context
 
 log = logging.getLogger(__name__)
 
-TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"
+MAX_OPERATIONS_PER_SOCKET = 100
+"""Operations one socket may have in flight at once, unless the app is given another
+number (Strawberry's ``max_subscriptions_per_connection``, whose default this is)."""
 FORBIDDEN = 4403
 """graphql-transport-ws's close code for a credential that does not (or no longer) hold."""
 TRY_AGAIN_LATER = 1013
 """RFC 6455's close code for "try again later": clients reconnect after a while."""
 TOO_MANY_INITIALISATION_REQUESTS = 4429
 """graphql-transport-ws's close code for a second ``connection_init``."""
+
+_serving: ContextVar["SocketGuard"] = ContextVar("socket")
+"""The socket whose ASGI call this is: ``on_ws_connect`` is given the context only."""
 
 
 def _close_reason(text: str) -> str:
@@ -66,43 +70,253 @@ def _error(message: str, extensions: dict[str, object]) -> dict[str, Any]:
 
 
 def _unauthenticated(error: Unauthenticated) -> dict[str, Any]:
-    return _error(error.reason, {"code": UNAUTHENTICATED})
+    return _error(error.reason, {"code": ErrorCode.UNAUTHENTICATED})
 
 
-class _Guard:
-    """One socket's credential, watched while the socket is open, and its operations."""
+def _protocol_message(text: str | None, decode: Callable[[str], object]) -> dict[str, Any] | None:
+    """A text frame's protocol message; None for anything else, which the guard leaves to
+    Strawberry (it refuses what it cannot read in its protocol's way)."""
+    if text is None:
+        return None
+    try:
+        message = decode(text)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def _text(data: dict[str, Any]) -> Message:
+    return {"type": "websocket.send", "text": json.dumps(data)}
+
+
+async def handshake(context: Context) -> None:
+    """``on_ws_connect``: authenticates the ``connection_init`` (``ConnectionRejectionError``
+    when its credential does not hold), counts it against the credential's rate limit, and
+    has the socket watched from then on."""
+    guard = _serving.get()
+    try:
+        await authenticate_connection_init(context)
+        # A handshake counts against its credential's rate limit, as a request does.
+        await services_of_context(context).rate_limits.check_request(context.principal)
+    except RateLimited as limited:
+        # Closed here with 1013, where Strawberry would close with 4403: the credential
+        # is not refused, the client may try again later.
+        refusal = _error(limited.message, limited.extensions)
+        await guard.close(TRY_AGAIN_LATER, limited.message, refusal)
+        raise ConnectionRejectionError(refusal) from None
+    guard.watch(context)
+
+
+class SocketGuard:
+    """One WebSocket: its credential while it is open, and its operations.
+
+    ``receive`` and ``send`` stand in for the connection's own, for Strawberry's app;
+    client messages are read with ``decode``, as Strawberry reads them.
+    """
 
     def __init__(
         self,
-        context: Context,
-        socket: Socket,
+        receive: Receive,
+        send: Send,
+        decode: Callable[[str], object],
         max_per_socket: int | None,
-        close: Callable[[Unauthenticated], Awaitable[None]],
     ) -> None:
-        self._context = context
-        self._socket = socket
+        self._receive = receive
+        self._send = send
+        self._decode = decode
         self._max_per_socket = max_per_socket
-        self._close = close
+        self._legacy = False
+        """graphql-ws, as the accepted subprotocol says; else graphql-transport-ws."""
+        self._initialised = False
+        self._context: Context | None = None
+        """Set once the handshake is acknowledged."""
+        self._operations: set[str] = set()
+        self._deferred: Message | None = None
+        self._closed = asyncio.Event()
+        self._close_code = 1000
         self._watch: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        """Once, when the socket is acknowledged (its credential never changes after)."""
-        services_of_context(self._context).rate_limits.join(self._context.principal, self._socket)
+    async def serve(self, app: ASGIApp, scope: Scope) -> None:
+        """Runs ``app`` on the socket, through the guard."""
+        serving = _serving.set(self)
+        try:
+            await app(scope, self.receive, self.send)
+        finally:
+            _serving.reset(serving)
+            await self._stop()
+
+    def open_operations(self) -> int:
+        return len(self._operations)
+
+    def watch(self, context: Context) -> None:
+        """Once, when the handshake is acknowledged: the credential never changes after."""
+        self._context = context
+        services_of_context(context).rate_limits.join(context.principal, self)
         self._watch = asyncio.create_task(self._watch_credential())
 
-    async def stop(self) -> None:
+    async def _stop(self) -> None:
         if self._watch is None:
             return
         self._watch.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._watch
-        services_of_context(self._context).rate_limits.leave(self._context.principal, self._socket)
+        context = self._acknowledged()
+        services_of_context(context).rate_limits.leave(context.principal, self)
 
-    async def _recheck(self) -> None:
+    async def close(self, code: int, reason: str, error: dict[str, Any]) -> None:
+        """Closes the socket; graphql-ws hears ``error`` first, as ``connection_error``."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._close_code = code
+        if self._legacy:
+            await self._transmit(_text({"type": "connection_error", "payload": error}))
+        await self._transmit(
+            {"type": "websocket.close", "code": code, "reason": _close_reason(reason)}
+        )
+
+    async def _transmit(self, message: Message) -> None:
+        """Sends a message of the guard's own."""
+        try:
+            await self._send(message)
+        except (OSError, RuntimeError):
+            # The client went away meanwhile: ASGI servers raise OSError for a send on a
+            # closed connection, uvicorn RuntimeError once it has seen it close.
+            self._closed.set()
+
+    def _disconnect(self) -> Message:
+        return {"type": "websocket.disconnect", "code": self._close_code}
+
+    # --- From the client ------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        while True:
+            message = self._deferred
+            self._deferred = None
+            if message is None:
+                message = await self._next()
+            passed = await self._from_client(message)
+            if passed is not None:
+                return passed
+
+    async def _next(self) -> Message:
+        """The client's next message; a disconnect once the guard has closed the socket,
+        also while waiting for one."""
+        if self._closed.is_set():
+            return self._disconnect()
+        receiving = asyncio.ensure_future(self._receive())
+        closing = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait((receiving, closing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            if not receiving.done():
+                receiving.cancel()
+        if self._closed.is_set():
+            return self._disconnect()
+        return receiving.result()
+
+    async def _from_client(self, message: Message) -> Message | None:
+        """The message to pass on to Strawberry, or None where the guard answered it."""
+        if message["type"] == "websocket.disconnect":
+            self._closed.set()
+            return message
+        text = message.get("text") if message["type"] == "websocket.receive" else None
+        request = _protocol_message(text, self._decode)
+        if request is None:
+            return message
+        kind, operation = request.get("type"), request.get("id")
+        if kind == "connection_init":
+            if self._initialised:
+                reason = "Too many initialisation requests"
+                refusal = _error(
+                    f"{reason}: the socket keeps the credential it was acknowledged with.",
+                    {"code": ErrorCode.TOO_MANY_INITIALISATION_REQUESTS},
+                )
+                await self.close(TOO_MANY_INITIALISATION_REQUESTS, reason, refusal)
+                return self._disconnect()
+            self._initialised = True
+        elif kind in ("subscribe", "start") and isinstance(operation, str):
+            if self._context is not None:  # else Strawberry closes it 4401, unacknowledged
+                return await self._start(message, operation)
+        elif kind in ("complete", "stop") and isinstance(operation, str):
+            self._operations.discard(operation)
+        return message
+
+    async def _start(self, message: Message, operation: str) -> Message | None:
+        if operation in self._operations:
+            if not self._legacy:
+                return message  # Strawberry closes the socket 4409: the id is in use
+            # graphql-ws restarts an operation under an id in use. It is stopped first, as
+            # Strawberry would stop it, so that its end is not taken for the new one's.
+            self._operations.discard(operation)
+            self._deferred = message
+            return {
+                "type": "websocket.receive",
+                "text": json.dumps({"type": "stop", "id": operation}),
+            }
+        try:
+            refusal = await self._refusal()
+        except Unauthenticated as error:
+            await self.close(FORBIDDEN, error.reason, _unauthenticated(error))
+            return self._disconnect()
+        if refusal is not None:
+            payload = refusal if self._legacy else [refusal]
+            await self._transmit(_text({"id": operation, "type": "error", "payload": payload}))
+            return None
+        self._operations.add(operation)
+        return message
+
+    async def _refusal(self) -> dict[str, Any] | None:
+        """Why one more operation may not start, as a GraphQL error; None when it may.
+        ``Unauthenticated`` when the credential no longer holds."""
+        context = self._acknowledged()
+        await self._recheck(context)
+        limits = services_of_context(context).rate_limits
+        try:
+            await limits.check_request(context.principal)
+        except RateLimited as limited:
+            return _error(limited.message, limited.extensions)
+        if self._max_per_socket is not None and len(self._operations) >= self._max_per_socket:
+            return _error(
+                f"At most {self._max_per_socket} operations may run at once on one socket.",
+                {"code": ErrorCode.TOO_MANY_SUBSCRIPTIONS, "limit": self._max_per_socket},
+            )
+        if limits.open_operations(context.principal) >= limits.max_socket_operations:
+            return _error(
+                f"At most {limits.max_socket_operations} operations may run at once for "
+                "one credential, across its sockets.",
+                {"code": ErrorCode.TOO_MANY_SUBSCRIPTIONS, "limit": limits.max_socket_operations},
+            )
+        return None
+
+    # --- From Strawberry --------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        if self._closed.is_set():
+            return  # Strawberry hears of the close from receive, and ends its operations
+        if message["type"] == "websocket.accept":
+            self._legacy = message.get("subprotocol") == GRAPHQL_WS_PROTOCOL
+        elif message["type"] == "websocket.close":
+            self._closed.set()
+        elif message["type"] == "websocket.send":
+            answer = _protocol_message(message.get("text"), json.loads)
+            if answer is not None and answer.get("type") in ("complete", "error"):
+                self._operations.discard(answer.get("id"))
+        await self._send(message)
+
+    # --- The credential ---------------------------------------------------------------
+
+    def _acknowledged(self) -> Context:
+        if self._context is None:
+            raise RuntimeError("the socket has not been acknowledged")
+        return self._context
+
+    async def _recheck(self, context: Context) -> None:
         """Raises ``Unauthenticated`` once the credential no longer holds."""
         try:
-            await services_of_context(self._context).authenticator.recheck(
-                self._context.authorization, local=self._context.local
+            await services_of_context(context).authenticator.recheck(
+                context.authorization, local=context.local
             )
         except Unauthenticated:
             raise
@@ -113,165 +327,18 @@ class _Guard:
             log.warning("re-checking a WebSocket's token failed: %s", type(error).__name__)
 
     async def _watch_credential(self) -> None:
-        authenticator = services_of_context(self._context).authenticator
-        interval = services_of_context(self._context).settings.ws_recheck_s
+        context = self._acknowledged()
+        authenticator = services_of_context(context).authenticator
+        interval = services_of_context(context).settings.ws_recheck_s
         while True:
             delay = interval
-            seconds_left = authenticator.seconds_left(self._context.authorization)
+            seconds_left = authenticator.seconds_left(context.authorization)
             if seconds_left is not None:
                 delay = min(delay, seconds_left)
             await asyncio.sleep(delay)
             try:
-                await self._recheck()
+                await self._recheck(context)
             except Unauthenticated as error:
                 log.info("WebSocket closed: %s", error.reason)
-                # The client may be closing it at this very moment, and then may not hear.
-                with contextlib.suppress(RuntimeError, WebSocketDisconnected):
-                    await self._close(error)
+                await self.close(FORBIDDEN, error.reason, _unauthenticated(error))
                 return
-
-    async def admit(self, open_here: int) -> dict[str, Any] | None:
-        """Why one more operation may not start, as a GraphQL error; None when it may.
-        ``Unauthenticated`` when the credential no longer holds."""
-        await self._recheck()
-        limits = services_of_context(self._context).rate_limits
-        principal = self._context.principal
-        try:
-            await limits.check_request(principal)
-        except RateLimited as limited:
-            return _error(limited.message, limited.extensions)
-        if self._max_per_socket is not None and open_here >= self._max_per_socket:
-            return _error(
-                f"At most {self._max_per_socket} operations may run at once on one socket.",
-                {"code": TOO_MANY_SUBSCRIPTIONS, "limit": self._max_per_socket},
-            )
-        if limits.open_operations(principal) >= limits.max_socket_operations:
-            return _error(
-                f"At most {limits.max_socket_operations} operations may run at once for "
-                "one credential, across its sockets.",
-                {"code": TOO_MANY_SUBSCRIPTIONS, "limit": limits.max_socket_operations},
-            )
-        return None
-
-
-class TransportHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    """graphql-transport-ws, its credential watched and its operations counted."""
-
-    def __init__(self, *, max_subscriptions_per_connection: int | None, **options: Any) -> None:
-        # The per-socket cap is ours to apply, so that its error carries a code.
-        super().__init__(max_subscriptions_per_connection=None, **options)
-        self.guard = _Guard(self.context, self, max_subscriptions_per_connection, self._forbid)
-
-    def open_operations(self) -> int:
-        return len(self.operations)
-
-    async def _forbid(self, error: Unauthenticated) -> None:
-        for operation_id in list(self.operations):
-            await self.cleanup_operation(operation_id)
-        await self.websocket.close(code=FORBIDDEN, reason=_close_reason(error.reason))
-
-    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
-        repeated = self.connection_init_received  # then Strawberry closes the socket 4429
-        try:
-            await super().handle_connection_init(message)
-        except RateLimited as limited:
-            await self.websocket.close(code=TRY_AGAIN_LATER, reason=_close_reason(limited.message))
-            return
-        if self.connection_acknowledged and not repeated:
-            self.guard.start()
-
-    async def handle_subscribe(self, message: SubscribeMessage) -> None:
-        if self.connection_acknowledged and message["id"] not in self.operations:
-            try:
-                refusal = await self.guard.admit(len(self.operations))
-            except Unauthenticated as error:
-                await self._forbid(error)
-                return
-            if refusal is not None:
-                await self.send_message(
-                    {"id": message["id"], "type": "error", "payload": [refusal]}
-                )
-                return
-        await super().handle_subscribe(message)
-
-    async def shutdown(self) -> None:
-        await self.guard.stop()
-        await super().shutdown()
-
-
-class _AnyOperation:
-    """The schema as the legacy graphql-ws handler sees it: able to run every operation.
-
-    Strawberry runs only subscriptions over graphql-ws; the protocol (and clients that
-    still speak it) send queries and mutations too, as over graphql-transport-ws.
-    """
-
-    def __init__(self, schema: BaseSchema) -> None:
-        self._schema = schema
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._schema, name)
-
-    async def subscribe(self, query: str | None, **options: Any) -> Any:
-        return await self._schema.stream(
-            query, allowed_operation_types=tuple(OperationType), **options
-        )
-
-
-class LegacyHandler(BaseGraphQLWSHandler[Context, None]):
-    """graphql-ws, for every operation, its credential watched and its operations counted."""
-
-    def __init__(
-        self, *, schema: BaseSchema, max_subscriptions_per_connection: int | None, **options: Any
-    ) -> None:
-        super().__init__(
-            schema=_AnyOperation(schema),  # type: ignore[arg-type]
-            max_subscriptions_per_connection=None,
-            **options,
-        )
-        self.guard = _Guard(self.context, self, max_subscriptions_per_connection, self._forbid)
-
-    def open_operations(self) -> int:
-        return len(self.tasks)
-
-    async def _forbid(self, error: Unauthenticated) -> None:
-        for operation_id in list(self.tasks):
-            await self.cleanup_operation(operation_id)
-        await self.send_message({"type": "connection_error", "payload": _unauthenticated(error)})
-        await self.websocket.close(code=FORBIDDEN, reason=_close_reason(error.reason))
-
-    async def handle_connection_init(self, message: LegacyConnectionInitMessage) -> None:
-        if self.connection_acknowledged:
-            reason = "Too many initialisation requests"
-            refusal = _error(
-                f"{reason}: the socket keeps the credential it was acknowledged with.",
-                {"code": "TOO_MANY_INITIALISATION_REQUESTS"},
-            )
-            await self.send_message({"type": "connection_error", "payload": refusal})
-            await self.websocket.close(code=TOO_MANY_INITIALISATION_REQUESTS, reason=reason)
-            return
-        try:
-            await super().handle_connection_init(message)
-        except RateLimited as limited:
-            refusal = _error(limited.message, limited.extensions)
-            await self.send_message({"type": "connection_error", "payload": refusal})
-            await self.websocket.close(code=TRY_AGAIN_LATER, reason=_close_reason(limited.message))
-            return
-        if self.connection_acknowledged:
-            self.guard.start()
-
-    async def handle_start(self, message: StartMessage) -> None:
-        if self.connection_acknowledged:
-            try:
-                refusal = await self.guard.admit(len(self.tasks))
-            except Unauthenticated as error:
-                await self._forbid(error)
-                return
-            if refusal is not None:
-                await self.send_message({"type": "error", "id": message["id"], "payload": refusal})
-                return
-        await super().handle_start(message)
-
-    async def cleanup(self) -> None:
-        await self.guard.stop()
-        await super().cleanup()

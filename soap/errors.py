@@ -1,5 +1,6 @@
 """Typed upstream failures. Messages are safe to show: they never carry credentials."""
 
+from models.errors import ErrorCode
 from soap.contract import DEVICE_NOT_FOUND, INPUT_INVALID
 
 TRANSIENT_HTTP_STATUSES = frozenset({502, 503, 504})
@@ -11,7 +12,7 @@ class UpstreamError(Exception):
 
     transient = False
     """Whether the same call may succeed if simply tried again later."""
-    category = "UPSTREAM_ERROR"
+    category = ErrorCode.UPSTREAM_ERROR
     """The error's code wherever the API reports it (GraphQL, report failures, exports)."""
 
     def __init__(self, operation: str, message: str) -> None:
@@ -23,7 +24,7 @@ class UpstreamError(Exception):
 class UpstreamFault(UpstreamError):
     """The upstream answered with a SOAP fault."""
 
-    category = "UPSTREAM_FAULT"
+    category = ErrorCode.UPSTREAM_FAULT
 
     def __init__(self, operation: str, code: str, message: str) -> None:
         super().__init__(operation, f"{code}: {message}")
@@ -46,7 +47,7 @@ class UpstreamFault(UpstreamError):
 class UpstreamUnavailable(UpstreamError):
     """The upstream could not be reached, or answered with an HTTP error and no fault."""
 
-    category = "UPSTREAM_UNAVAILABLE"
+    category = ErrorCode.UPSTREAM_UNAVAILABLE
 
     def __init__(self, operation: str, message: str, status_code: int | None = None) -> None:
         super().__init__(operation, message)
@@ -60,10 +61,10 @@ class UpstreamTimeout(UpstreamError):
     """No complete answer within the configured timeout."""
 
     transient = True
-    category = "UPSTREAM_TIMEOUT"
+    category = ErrorCode.UPSTREAM_TIMEOUT
 
 
 class UpstreamBadReply(UpstreamError):
     """An answer that is not a SOAP envelope: an HTML page, truncated XML, an empty body."""
 
-    category = "UPSTREAM_BAD_REPLY"
+    category = ErrorCode.UPSTREAM_BAD_REPLY

@@ -8,8 +8,7 @@ import httpx
 import pytest
 import websockets
 from gql import Client, GraphQLRequest, gql
-from support import Api, document
-from test_recipes_api import RECIPES, create, full_input
+from support import RECIPES, Api, create, document, full_input
 
 from models.instants import InvalidInstant, format_instant, parse_instant
 from server.http import MAX_JSON_DEPTH

@@ -75,6 +75,16 @@ async def test_too_many_aliases_are_refused(small):
     assert error["extensions"] == {"code": "QUERY_TOO_COMPLEX", "limit": "aliases", "maximum": 3}
 
 
+async def test_fragments_spread_within_fragments_are_measured_once(api):
+    # Each fragment spreads the one before it twice: walked spread by spread, depth,
+    # aliases and cost would visit 2**59 fields, for a document of some 600 tokens.
+    fragments = ["fragment F0 on Query { __typename }"] + [
+        f"fragment F{n} on Query {{ ...F{n - 1} ...F{n - 1} }}" for n in range(1, 60)
+    ]
+    body = await api.query("{ ...F59 }\n" + "\n".join(fragments))
+    assert body["data"] == {"__typename": "Query"}
+
+
 COSTLY = """query ($devices: Int, $events: Int) {
   devices(first: $devices) { edges { node {
     provisioningHistory(first: $events, occurredAfter: "2017-01-01", occurredBefore: "2017-01-02") {

@@ -1,7 +1,7 @@
 """WebSockets keep to their credential and its limits, over both protocols: revocation and
 expiry close an open socket, operations count against the rate limit, refused credentials
-are limited per address, handshakes per credential, and report jobs and subscriptions are
-capped per credential."""
+are limited per address, handshakes per credential, and subscriptions are capped per
+credential."""
 
 import asyncio
 import json
@@ -17,11 +17,11 @@ import pytest
 import websockets
 from support import Api, api_server, bearer
 from test_auth import token_store
-from test_reports import RANGE, START, ident, ordinary
 from test_resilience import Clock
 
 from models.principal import ALL_ORGANIZATIONS, SCOPES
 from server.ratelimit import CHECKS_PER_ADDRESS
+from server.testing import authorization
 
 WAIT_S = 30  # an upper bound for an answer or a close, never a synchronisation
 TRANSPORT, LEGACY = "graphql-transport-ws", "graphql-ws"
@@ -30,10 +30,6 @@ CREATED = 'subscription { provisioningRecipeCreated(after: "0") { id } }'
 """Every event from the first: one made after subscribing arrives whenever it joins."""
 CREATE = """mutation { createProvisioningRecipe(input: {owner: {},
   organizationUid: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", brand: "b"}) { event { id } } }"""
-
-
-def authorization(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 class Socket:
@@ -414,36 +410,6 @@ async def test_handshakes_count_against_their_credential(tmp_path: Path):
 # --- Caps per credential -----------------------------------------------------------------
 
 
-async def test_report_jobs_capped_per_credential(tmp_path: Path):
-    for api in api_server(tmp_path, max_report_jobs_per_credential=2):
-        api.simulator.state.knobs.latency_s = 1.0  # every job runs for many seconds
-        variables = {"input": {"devices": [ident(d) for d in ordinary(api, 60)], **RANGE}}
-        mine, theirs = api.headers, authorization(bearer(subject="someone-else"))
-
-        running = [(await job(api, variables, mine), mine) for _ in range(2)]
-        refused = await start_report(api, variables, mine)
-        assert refused["job"] is None
-        (error,) = refused["userErrors"]
-        assert error["code"] == "TOO_MANY_JOBS"
-        running.append((await job(api, variables, theirs), theirs))  # another credential
-        cancel = "mutation ($id: ID!) { cancelProvisioningReport(id: $id) { state } }"
-        job_id, _ = running.pop(0)
-        assert (await api.query(cancel, {"id": job_id}))["data"]["cancelProvisioningReport"]
-        running.append((await job(api, variables, mine), mine))  # one ended: one may start
-        for job_id, headers in running:
-            await api.query(cancel, {"id": job_id}, headers)
-
-
-async def start_report(api: Api, variables: dict, headers: dict[str, str]) -> dict:
-    return (await api.query(START, variables, headers))["data"]["startProvisioningReport"]
-
-
-async def job(api: Api, variables: dict, headers: dict[str, str]) -> str:
-    started = await start_report(api, variables, headers)
-    assert started["userErrors"] == []
-    return started["job"]["id"]
-
-
 async def running(opened: Socket, operation_id: str, event_id: str) -> None:
     """Starts a subscription, and sees it running: it replays the event."""
     await opened.start(operation_id, CREATED)
@@ -479,3 +445,22 @@ async def test_the_per_socket_cap_has_a_code(tmp_path: Path, protocol: str):
             error = error_of(await opened.answer("100"))
     assert error["extensions"] == {"code": "TOO_MANY_SUBSCRIPTIONS", "limit": 100}
     assert "one socket" in error["message"]
+
+
+async def test_a_restarted_operation_counts_once(tmp_path: Path):
+    # graphql-ws starts an operation again under an id in use: the one it replaces ends
+    # (and says so), and its end must not be taken for the new one's.
+    for api in api_server(tmp_path, max_subscriptions_per_credential=2):
+        event_id = await create_recipe(api, api.token)
+        async with socket(api, LEGACY) as opened:
+            for _ in range(3):
+                await opened.start("1", CREATED)
+                while (answer := await opened.answer("1"))["type"] == "complete":
+                    pass
+                assert answer["payload"]["data"]["provisioningRecipeCreated"]["id"] == event_id
+            await running(opened, "2", event_id)
+            await opened.start("3", CREATED)
+            error = error_of(await opened.answer("3"))
+            assert error["extensions"]["code"] == "TOO_MANY_SUBSCRIPTIONS"
+            await opened.stopped("1")  # frees one
+            await running(opened, "4", event_id)

@@ -16,6 +16,7 @@ from graph.recipes.types import (
     status_event,
 )
 from models.devices import DeviceIdentifier as IdentifierRecord
+from models.errors import UserErrorCode
 from models.principal import RECIPES_WRITE
 from models.recipe_fields import values_of
 from resolvers.recipes import NewRecipe, Outcome
@@ -42,7 +43,7 @@ async def create_provisioning_recipe(
                 user_errors=[
                     UserError(
                         field=["input", "device", "identifier"],
-                        code="INVALID_IDENTIFIER",
+                        code=UserErrorCode.INVALID_IDENTIFIER,
                         message="1 to 64 letters or digits.",
                     )
                 ],

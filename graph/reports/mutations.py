@@ -12,6 +12,7 @@ from graph.reports.types import (
     StartProvisioningReportPayload,
     report_request,
 )
+from models.errors import UserErrorCode
 from models.principal import REPORTS_WRITE
 from resolvers.jobs import TooManyJobs
 from resolvers.reports import ReportRequest
@@ -26,7 +27,7 @@ async def start_provisioning_report(
     try:
         job = await info.context.services.jobs.start(info.context.principal.subject, request)
     except TooManyJobs as error:
-        refusal = UserError(field=["input"], code="TOO_MANY_JOBS", message=str(error))
+        refusal = UserError(field=["input"], code=UserErrorCode.TOO_MANY_JOBS, message=str(error))
         return StartProvisioningReportPayload(job=None, user_errors=[refusal])
     return StartProvisioningReportPayload(job=ProvisioningReportJob.of(job), user_errors=[])
 

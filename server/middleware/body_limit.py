@@ -3,9 +3,8 @@
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from models.errors import ErrorCode
 from server.responses import send_error
-
-PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
 
 
 class BodyLimit:
@@ -24,7 +23,7 @@ class BodyLimit:
             return
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await send_error(send, 413, self._message(), PAYLOAD_TOO_LARGE)
+            await send_error(send, 413, self._message(), ErrorCode.PAYLOAD_TOO_LARGE)
             return
         received = 0
         refused = started = False
@@ -37,7 +36,7 @@ class BodyLimit:
                 if received > self.max_bytes:
                     refused = True
                     if not started:
-                        await send_error(send, 413, self._message(), PAYLOAD_TOO_LARGE)
+                        await send_error(send, 413, self._message(), ErrorCode.PAYLOAD_TOO_LARGE)
                     # The app stops reading as if the client had gone.
                     return {"type": "http.disconnect"}
             return message

@@ -4,8 +4,8 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from graph.errors import DEADLINE_EXCEEDED
 from graph.requests import current_request
+from models.errors import ErrorCode
 from server.responses import send_error
 
 
@@ -46,5 +46,5 @@ class Deadline:
                 send,
                 504,
                 f"The request did not finish within its deadline of {self.seconds:g} s.",
-                DEADLINE_EXCEEDED,
+                ErrorCode.DEADLINE_EXCEEDED,
             )

@@ -5,18 +5,18 @@ from http import HTTPStatus
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from graph.errors import BAD_USER_INPUT
+from models.errors import ErrorCode
 from server.responses import error_body, route_path
 
 
 def framework_code(status: int) -> str:
     """The code of an error a framework wrote with only a status to go by."""
     if status == 400:
-        return BAD_USER_INPUT  # as for every input we refuse ourselves
+        return ErrorCode.BAD_USER_INPUT  # as for every input we refuse ourselves
     try:
         return HTTPStatus(status).name
     except ValueError:
-        return "HTTP_ERROR"
+        return ErrorCode.HTTP_ERROR
 
 
 class ErrorShape:

@@ -8,8 +8,9 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from graph.errors import INTERNAL_SERVER_ERROR, UNEXPECTED
+from graph.errors import UNEXPECTED
 from graph.requests import RequestInfo, enter_request, leave_request
+from models.errors import ErrorCode
 from resolvers.metrics import REQUESTS
 from server.responses import route_path, send_error
 from soap.errors import UpstreamError
@@ -81,9 +82,9 @@ class RequestContext:
                 info.outcome = error.category
             else:
                 log.error("unexpected error", exc_info=error)
-                info.outcome = INTERNAL_SERVER_ERROR
+                info.outcome = ErrorCode.INTERNAL_SERVER_ERROR
             if status is None and scope["type"] == "http":
-                await send_error(send_with_id, 500, UNEXPECTED, INTERNAL_SERVER_ERROR)
+                await send_error(send_with_id, 500, UNEXPECTED, ErrorCode.INTERNAL_SERVER_ERROR)
         finally:
             finish()
             leave_request(token)

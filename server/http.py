@@ -349,6 +349,8 @@ class GraphQLApp(GraphQL[Context, None]):
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         sub_response = _SubResponse()
+        # None until a resolver sets one, as Strawberry's own sub-response has it (its
+        # ASGI view does the same): create_response then picks the status.
         sub_response.status_code = None  # type: ignore[assignment]
         del sub_response.headers["content-length"]
         sub_response.graphql_response = _accepts_graphql_response(request.headers.get("accept", ""))
@@ -362,10 +364,14 @@ class GraphQLApp(GraphQL[Context, None]):
         graphql_response = getattr(sub_response, "graphql_response", False)
         status = 200
         if graphql_response and isinstance(response_data, dict) and _request_error(response_data):
-            response_data = {k: v for k, v in response_data.items() if k != "data"}  # type: ignore[assignment]
             status = 400
+        body = (
+            {k: v for k, v in response_data.items() if k != "data"}
+            if status == 400 and isinstance(response_data, dict)
+            else response_data
+        )
         response = Response(
-            self.encode_json(response_data),
+            self.encode_json(body),
             status_code=sub_response.status_code or status,
             media_type=GRAPHQL_RESPONSE if graphql_response else "application/json",
         )

@@ -76,6 +76,7 @@ class _RequestId(logging.Filter):
 
 
 class _Json(JsonFormatter):
+    # python-json-logger puts what this returns in the record as is: a dict, not a string.
     def formatException(self, ei: ExcInfo) -> dict[str, str]:  # type: ignore[override]
         return describe(ei[1])
 
@@ -89,6 +90,8 @@ class _Text(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return super().format(record).replace("\n", " ")  # the exception, on the same line
 
+    # Called only for records that carry an exception: narrower than logging's type,
+    # which admits (None, None, None).
     def formatException(self, ei: ExcInfo) -> str:  # type: ignore[override]
         return " ".join(f"{key}={value}" for key, value in describe(ei[1]).items())
 

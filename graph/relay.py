@@ -1,5 +1,10 @@
 """Relay pieces shared by the domains: Node, global ids and their loaders, PageInfo,
-page-size checks."""
+page-size checks.
+
+PageInfo is Strawberry's. Node, its global ids and the Edge/Connection types are ours:
+``strawberry.relay.Node`` encodes ids differently (standard base64 with padding), so taking
+it would change every id clients keep, and its Edge and Connection are bound to it.
+"""
 
 import base64
 import binascii
@@ -56,14 +61,6 @@ def node_loader(type_name: str) -> Callable[[NodeLoader], NodeLoader]:
 async def load_node(info: Info, type_name: str, parts: list[str]) -> Node | None:
     load = _loaders.get(type_name)
     return await load(info, parts) if load is not None else None
-
-
-@strawberry.type
-class PageInfo:
-    has_next_page: bool
-    has_previous_page: bool
-    start_cursor: str | None
-    end_cursor: str | None
 
 
 def page_size(first: int | None, last: int | None, default: int = DEFAULT_PAGE) -> int:

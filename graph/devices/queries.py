@@ -1,13 +1,14 @@
 """Root fields: a device by identifier, and the account's devices."""
 
 import strawberry
+from strawberry.relay import PageInfo
 
 from graph.context import Info
 from graph.devices.identifiers import DeviceIdentifierKind, identifier_record
 from graph.devices.types import Device, DeviceConnection, DeviceEdge, load_device
 from graph.errors import user_error
 from graph.permissions import needs
-from graph.relay import PageInfo, page_size
+from graph.relay import page_size
 from models.principal import HISTORY_READ
 from resolvers.devices import DeviceListPosition, ListedDevice, list_devices
 

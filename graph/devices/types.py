@@ -1,6 +1,7 @@
 """The Device type: its identifiers, its history, its recipes."""
 
 import strawberry
+from strawberry.relay import PageInfo
 
 from graph.context import Info
 from graph.devices.identifiers import (
@@ -14,7 +15,7 @@ from graph.history.types import ProvisioningEventConnection, ProvisioningEventFi
 from graph.permissions import needs
 from graph.recipes.queries import recipe_connection
 from graph.recipes.types import ProvisioningRecipeConnection
-from graph.relay import Node, PageInfo, global_id, node_loader
+from graph.relay import Node, global_id, node_loader
 from graph.scalars import DateTime
 from models.devices import IDENTIFIER_KINDS
 from models.devices import DeviceIdentifier as IdentifierRecord

@@ -3,10 +3,12 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from strawberry.relay import PageInfo
+
 from graph.context import Info
 from graph.errors import user_error
 from graph.history.types import ProvisioningEventConnection, ProvisioningEventFilter
-from graph.relay import PageInfo, page_size
+from graph.relay import page_size
 from models.devices import DeviceIdentifier
 from models.events import ProvisioningEvent as EventRecord
 from models.instants import TICKS_PER_SECOND

@@ -3,8 +3,8 @@
 from collections.abc import Awaitable, Callable
 
 import strawberry
+from strawberry.relay import PageInfo
 
-from graph.relay import PageInfo
 from graph.scalars import DateTime
 
 

@@ -1,6 +1,7 @@
 """Root fields: a recipe by uid, and pages of recipes."""
 
 import strawberry
+from strawberry.relay import PageInfo
 
 from graph.context import Info
 from graph.errors import user_error
@@ -11,7 +12,7 @@ from graph.recipes.types import (
     ProvisioningRecipeEdge,
     ProvisioningRecipeFilter,
 )
-from graph.relay import PageInfo, node_loader, page_size
+from graph.relay import node_loader, page_size
 from models.principal import RECIPES_READ
 from resolvers.recipes import RecipeFilter, canonical_mac
 

@@ -4,12 +4,13 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import strawberry
+from strawberry.relay import PageInfo
 from strawberry.scalars import JSON
 
 from graph.context import Info
 from graph.devices.identifiers import DeviceIdentifierInput
 from graph.permissions import needs
-from graph.relay import Node, PageInfo, global_id, load_node
+from graph.relay import Node, global_id, load_node
 from graph.scalars import DateTime
 from models import recipe_events
 from models.instants import from_datetime

@@ -236,6 +236,53 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _organization_errors(new: NewRecipe, principal: Principal) -> list[UserError]:
+    """The organizations the recipe names that the caller does not act for."""
+    errors = []
+    if new.organization_uid and not principal.may_see(new.organization_uid):
+        errors.append(
+            UserError(
+                ["input", "organizationUid"],
+                UserErrorCode.FORBIDDEN,
+                "You may not create recipes for this organization.",
+            )
+        )
+    if new.owner_organization_uid and not principal.may_see(new.owner_organization_uid):
+        errors.append(
+            UserError(
+                ["input", "owner", "organizationUid"],
+                UserErrorCode.FORBIDDEN,
+                "You may not name an organization you do not act for as the owner.",
+            )
+        )
+    return errors
+
+
+def _new_row(new: NewRecipe, principal: Principal, digest: str) -> ProvisioningRecipe:
+    now = _now()
+    return ProvisioningRecipe(
+        **values_of(new),
+        uid=uuid.uuid4().hex,
+        organization_uid=new.organization_uid,
+        owner_ownership_type=new.owner_ownership_type,
+        owner_organization_uid=new.owner_organization_uid,
+        owner_parent_company_uid=new.owner_parent_company_uid,
+        status=RecipeStatus.PENDING,
+        originator_account_id=principal.account_id,
+        # The organization the caller acted for; none for an all-organizations operator.
+        originator_organization_uid=(
+            new.organization_uid if new.organization_uid in principal.organizations else None
+        ),
+        device_kind=new.device.kind if new.device else None,
+        device_identifier=new.device.identifier if new.device else None,
+        idempotency_key=new.idempotency_key,
+        idempotency_subject=principal.subject if new.idempotency_key else None,
+        idempotency_digest=digest if new.idempotency_key else None,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 class RecipeStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -272,22 +319,7 @@ class RecipeStore:
         device_exists: Callable[[DeviceIdentifier], Awaitable[bool]],
     ) -> Outcome:
         new, errors = validate(new)
-        if new.organization_uid and not principal.may_see(new.organization_uid):
-            errors.append(
-                UserError(
-                    ["input", "organizationUid"],
-                    UserErrorCode.FORBIDDEN,
-                    "You may not create recipes for this organization.",
-                )
-            )
-        if new.owner_organization_uid and not principal.may_see(new.owner_organization_uid):
-            errors.append(
-                UserError(
-                    ["input", "owner", "organizationUid"],
-                    UserErrorCode.FORBIDDEN,
-                    "You may not name an organization you do not act for as the owner.",
-                )
-            )
+        errors += _organization_errors(new, principal)
         if errors:
             return Outcome(errors=errors)
         digest = _digest(new)
@@ -305,28 +337,7 @@ class RecipeStore:
                     )
                 ]
             )
-        now = _now()
-        recipe = ProvisioningRecipe(
-            **values_of(new),
-            uid=uuid.uuid4().hex,
-            organization_uid=new.organization_uid,
-            owner_ownership_type=new.owner_ownership_type,
-            owner_organization_uid=new.owner_organization_uid,
-            owner_parent_company_uid=new.owner_parent_company_uid,
-            status=RecipeStatus.PENDING,
-            originator_account_id=principal.account_id,
-            # The organization the caller acted for; none for an all-organizations operator.
-            originator_organization_uid=(
-                new.organization_uid if new.organization_uid in principal.organizations else None
-            ),
-            device_kind=new.device.kind if new.device else None,
-            device_identifier=new.device.identifier if new.device else None,
-            idempotency_key=new.idempotency_key,
-            idempotency_subject=principal.subject if new.idempotency_key else None,
-            idempotency_digest=digest if new.idempotency_key else None,
-            created_at=now,
-            updated_at=now,
-        )
+        recipe = _new_row(new, principal, digest)
         try:
             async with self._sessions() as session, session.begin():
                 session.add(recipe)

@@ -3,15 +3,24 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 AUDIT := tests/http_audit/node_modules/.installed
+GRAPHIQL := server/static/graphiql
+GRAPHIQL_NPM := server/graphiql/node_modules
 
-.PHONY: serve test test-fast test-newest lint format bench schema clean
+.PHONY: assets serve test test-fast test-newest lint format bench schema docs clean
 
+# The runtime dependencies, for `make serve`; the dev extras on top, for `make test`. The dev
+# stamp is older than a new runtime one, so a change to pyproject.toml redoes both.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --upgrade --upgrade-strategy eager -e .
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+	touch $(DEV_STAMP)
 
 # The GraphQL-over-HTTP audit suite (npm: graphql-http) that the tests run.
 $(AUDIT): tests/http_audit/package-lock.json
@@ -19,34 +28,54 @@ $(AUDIT): tests/http_audit/package-lock.json
 	npm ci --prefix tests/http_audit --no-audit --no-fund --loglevel=error
 	touch $(AUDIT)
 
-serve: $(STAMP)
+# GraphiQL's files, which the service serves itself (no CDN), pinned in
+# server/graphiql/package-lock.json; and the frontend's documents, its example tabs.
+$(GRAPHIQL)/.installed: server/graphiql/package-lock.json $(wildcard tests/queries/*.graphql)
+	@command -v npm >/dev/null || { echo "GraphiQL's files come from npm: install Node.js and npm, then run make assets"; exit 1; }
+	npm ci --prefix server/graphiql --no-audit --no-fund --loglevel=error
+	cp $(GRAPHIQL_NPM)/react/umd/react.production.min.js \
+		$(GRAPHIQL_NPM)/react-dom/umd/react-dom.production.min.js \
+		$(GRAPHIQL_NPM)/graphiql/graphiql.min.js $(GRAPHIQL_NPM)/graphiql/graphiql.min.css $(GRAPHIQL)/
+	cp $(GRAPHIQL_NPM)/@graphiql/plugin-explorer/dist/index.umd.js $(GRAPHIQL)/plugin-explorer.umd.js
+	cp $(GRAPHIQL_NPM)/@graphiql/plugin-explorer/dist/style.css $(GRAPHIQL)/plugin-explorer.css
+	rm -rf $(GRAPHIQL)/examples && mkdir $(GRAPHIQL)/examples
+	cp tests/queries/*.graphql $(GRAPHIQL)/examples/
+	touch $@
+
+assets: $(GRAPHIQL)/.installed
+
+serve: $(STAMP) assets
 	$(BIN)/provgraph serve --dev
 
-test: lint $(AUDIT)
+test: lint $(AUDIT) assets
 	$(BIN)/python -m pytest
 
 # The in-process tier alone (tests/fast/): GraphQL documents against the schema, no server.
-test-fast: $(STAMP)
+test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest -m fast
 
 # `make test` on the newest version of every dependency that its range in pyproject.toml
 # allows (the install above upgrades them all, eagerly): CI runs this, so that a release
 # within a range that breaks the project shows there, not on someone's fresh install.
 test-newest:
-	rm -f $(STAMP)
+	rm -f $(STAMP) $(DEV_STAMP)
 	$(MAKE) test
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 schema: $(STAMP)
 	$(BIN)/provgraph schema > schema.graphql
+
+# The configuration tables in README.md, from the Settings fields' groups and descriptions.
+docs: $(STAMP)
+	$(BIN)/provgraph settings --readme README.md
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.history
@@ -56,4 +85,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.load
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .hypothesis $(GRAPHIQL_NPM) $(GRAPHIQL)/.installed

@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from graph.schema import schema
 from resolvers.health import is_ready, readiness
 from server.auth import Authentication, check_settings, jwt_verifier
-from server.development import announce
+from server.development import ASSETS_MOUNT, GraphiQLAssets, announce
 from server.exports import FAILURES_HEADER, history_csv, report_csv
 from server.http import GraphQLApp
 from server.metrics import metrics
@@ -108,6 +108,7 @@ def _routes(settings: Settings, simulator: Simulator | None) -> list[BaseRoute]:
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/graphql", graphql, methods=["GET", "POST"]),
+        Mount(ASSETS_MOUNT, app=GraphiQLAssets()),
         Route("/exports/provisioning-history.csv", history_csv),
         Route("/exports/provisioning-report.csv", report_csv),
         WebSocketRoute("/graphql", graphql),

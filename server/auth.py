@@ -1,7 +1,7 @@
 """Authentication at the edge: who is calling, before anything runs.
 
 HTTP: every request needs ``Authorization: Bearer <token>`` except the health checks,
-the embedded simulator, CORS preflights and GraphiQL's page itself; without a usable
+the embedded simulator, CORS preflights and GraphiQL's page and files; without a usable
 credential the answer is 401 with a GraphQL error coded ``UNAUTHENTICATED``.
 
 WebSocket: the upgrade is accepted either way, and ``connection_init`` decides. Its
@@ -23,7 +23,7 @@ from models.errors import ErrorCode
 from models.principal import ANONYMOUS, Principal
 from resolvers.auth import Authenticator, Unauthenticated
 from resolvers.identity import JwtVerifier
-from server.development import client_address, is_local, is_loopback
+from server.development import ASSETS_MOUNT, client_address, is_local, is_loopback
 from server.ratelimit import RateLimited, RateLimits, too_many_requests
 from server.responses import error_response, route_path
 from server.services import services_of, services_of_context
@@ -107,7 +107,7 @@ def _open(connection: HTTPConnection) -> bool:
     return (
         connection.scope["method"] == "OPTIONS"
         or path in OPEN_PATHS
-        or path.startswith(SIMULATOR_MOUNT + "/")
+        or path.startswith((SIMULATOR_MOUNT + "/", ASSETS_MOUNT + "/"))
         or _graphiql_page(connection)
     )
 

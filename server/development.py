@@ -1,5 +1,6 @@
-"""Local development: which requests count as made on this host, and the development
-token of ``make serve`` (``AUTH_DEV_TOKEN``), printed at start and prefilled into GraphiQL.
+"""Local development: which requests count as made on this host, the development token
+of ``make serve`` (``AUTH_DEV_TOKEN``), printed at start and prefilled into GraphiQL, and
+GraphiQL's page and files, all served by this service itself.
 
 A request is local when it comes from a loopback peer, names a loopback ``Host``, carries
 no header a proxy adds, and no page of another origin sent it. A loopback peer alone
@@ -9,20 +10,34 @@ get the development token in GraphiQL's page and may use it, and only they are l
 when ``AUTH_DISABLED`` switches authentication off.
 """
 
+import hashlib
 import ipaddress
 import json
 import logging
+import os
+import re
 from importlib import resources
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _GRAPHIQL = resources.files(__package__).joinpath("graphiql.html").read_text(encoding="utf-8")
+_PLACEHOLDER = re.compile("__(ASSETS|VERSION|PREFILLED_HEADERS|EXAMPLES)__")
+
+ASSETS = Path(__file__).parent / "static" / "graphiql"
+"""GraphiQL's files, which ``make assets`` installs from npm (pinned in
+server/graphiql/package-lock.json), and in ``examples/`` the frontend's documents
+(tests/queries/), which GraphiQL's page opens as tabs."""
+ASSETS_MOUNT = "/static/graphiql"
 
 _FORWARDING = frozenset(
     (
@@ -125,11 +140,54 @@ def graphiql_page(connection: HTTPConnection) -> str:
     """The GraphiQL page (``graphiql.html``, this project's own), its headers editor
     prefilled with the development token where there is one and the request is local.
     GraphiQL sends the editor's headers with every request and, over WebSocket, as the
-    ``connection_init`` payload: both then carry the token."""
+    ``connection_init`` payload: both then carry the token. Its files come from
+    ``ASSETS_MOUNT``, and the frontend's documents are its first tabs."""
     token: str | None = connection.app.state.services.authenticator.development_token
     headers = None
     if token is not None and is_local(connection):
         headers = json.dumps({"Authorization": f"Bearer {token}"}, indent=2)
+    examples = [
+        path.read_text(encoding="utf-8") for path in sorted(ASSETS.glob("examples/*.graphql"))
+    ]
+    values = {
+        "ASSETS": ASSETS_MOUNT,
+        "VERSION": _assets_version(),
+        "PREFILLED_HEADERS": _script_json(headers),
+        "EXAMPLES": _script_json(examples),
+    }
+    # One pass: no filled-in value is searched for placeholders in turn.
+    return _PLACEHOLDER.sub(lambda match: values[match[1]], _GRAPHIQL)
+
+
+def _script_json(value: object) -> str:
     # JSON in a script element: with "<" escaped, nothing in it can end the element.
-    prefilled = json.dumps(headers).replace("<", "\\u003c")
-    return _GRAPHIQL.replace("__PREFILLED_HEADERS__", prefilled, 1)
+    return json.dumps(value).replace("<", "\\u003c")
+
+
+def _assets_version() -> str:
+    """Changes whenever ``make assets`` puts files in place: the page's asset URLs carry
+    it, so that browsers, which keep those files for a year, fetch new ones then."""
+    digest = hashlib.sha256()
+    for entry in sorted(os.scandir(ASSETS), key=lambda entry: entry.name):
+        stat = entry.stat()
+        digest.update(f"{entry.name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+class GraphiQLAssets(StaticFiles):
+    """GraphiQL's files, open to everyone like its page, and kept by browsers for a year
+    (their URLs change with them)."""
+
+    def __init__(self) -> None:
+        super().__init__(directory=ASSETS)
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers["cache-control"] = "public, max-age=31536000, immutable"
+        return response

@@ -44,6 +44,8 @@ class Limits:
     cache_ttl_recent_s: float
     """How long a window touching the present stays fresh; a range without an end ends
     that long ago, so that its windows are shared while fresh."""
+    introspection: bool
+    """Whether operations may ask for __schema and __type."""
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""What one GraphQL operation may ask for, refused before anything runs.
+"""What one GraphQL operation may ask for, refused before anything runs; and whether it
+may introspect the schema (INTROSPECTION).
 
 Depth and aliases are validation rules of our own, tokens the parser's budget
 (``ExecutionContext.parse_options``, as Strawberry's MaxTokensLimiter sets it), with limits
@@ -6,7 +7,9 @@ read from the settings per request and errors that say QUERY_TOO_COMPLEX (the pa
 refusal is marked by graph.observability, the first to see it). Strawberry's own
 QueryDepthLimiter and MaxAliasesLimiter take their limits once, for every request of the
 schema, where ours are each service's. The cost bound needs the variables, so it is
-checked once validation has passed, just before execution.
+checked once validation has passed, just before execution. Introspection is refused the
+same way, with graphql-core's NoSchemaIntrospectionCustomRule added per request, where
+Strawberry's DisableIntrospection would refuse it for every service of the schema.
 """
 
 from collections.abc import Iterator
@@ -23,6 +26,7 @@ from graphql import (
     GraphQLSchema,
     GraphQLSyntaxError,
     InlineFragmentNode,
+    NoSchemaIntrospectionCustomRule,
     OperationDefinitionNode,
     SelectionSetNode,
     ValidationContext,
@@ -291,6 +295,9 @@ class QueryLimits(SchemaExtension):
             *context.validation_rules,
             _bounds_rule(settings.max_query_depth, settings.max_query_aliases),
         )
+        if not settings.introspection:
+            # __schema and __type refused (GRAPHQL_VALIDATION_FAILED); __typename stays.
+            context.validation_rules = (*context.validation_rules, NoSchemaIntrospectionCustomRule)
         yield
 
     def on_execute(self) -> Iterator[None]:

@@ -25,6 +25,7 @@ from graph.reports import mutations as report_mutations
 from graph.reports import queries as report_queries
 from graph.reports import subscriptions as report_subscriptions
 from graph.scalars import SCALARS
+from graph.tracing import tracing
 
 
 async def node(info: Info, id: strawberry.ID) -> Node | None:
@@ -58,6 +59,18 @@ schema = Schema(
     # Frontends send the same few documents again and again: parse and validate each once
     # (both caches live at module level; factories, not instances, per request).
     extensions=[
+        # First, so that its span holds the others' work: spans for the operation and
+        # for the fields that read the upstream, only while tracing is on.
+        tracing(
+            {
+                "Query.device",
+                "Query.devices",
+                "Query.node",
+                "Device.provisioningHistory",
+                "ProvisioningEventConnection.totalCount",
+                "Query.provisioningReport",
+            }
+        ),
         OperationMetrics,
         QueryLimits,
         ResponseExtensions,

@@ -16,12 +16,16 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
 from enum import IntEnum
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from cachetools import TLRUCache
+from opentelemetry import trace
+from opentelemetry.trace import Span
+from opentelemetry.util.types import AttributeValue
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockNotOwnedError
@@ -32,6 +36,7 @@ from resolvers.metrics import CACHE_BYTES, CACHE_LOOKUPS
 from soap.errors import UpstreamError
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
 
 SCHEMA_VERSION = "v1"
 """Part of every key: bump it when the shape of cached values changes."""
@@ -61,6 +66,28 @@ class Found(IntEnum):
 
 
 _LOOKUP_RESULTS = {Found.LOADED: "miss", Found.CACHED: "hit", Found.STALE: "stale"}
+
+Described = Callable[[], Mapping[str, AttributeValue]]
+"""What a lookup's span says of the value looked up (the key may name a device, so it is
+not shown), asked for only where the span is recorded."""
+
+
+def _describe(span: Span, described: Described | None) -> None:
+    if described is not None and span.is_recording():
+        span.set_attributes(described())
+
+
+def _counted(span: Span, result: str) -> None:
+    CACHE_LOOKUPS.labels(result).inc()
+    span.set_attribute("provgraph.cache.result", result)
+
+
+def _lookup_span() -> AbstractContextManager[Span]:
+    """A span for one lookup. A failed load is recorded on the upstream call's span, and
+    a lookup that only probes the cache fails on purpose: neither is an error here."""
+    return _tracer.start_as_current_span(
+        "cache lookup", record_exception=False, set_status_on_exception=False
+    )
 
 
 # What CPython spends on the parts of a cached value (64-bit builds): measured once, so
@@ -335,29 +362,39 @@ class UpstreamCache:
         key: str,
         load: Callable[[], Awaitable[CachedValue]],
         ttl_s: float,
+        *,
+        described: Described | None = None,
     ) -> tuple[CachedValue, Found]:
         """The value under ``key``, fresh for ``ttl_s``, and where it was found."""
-        try:
-            value, found = await self._get_or_load(f"{SCHEMA_VERSION}:{key}", load, ttl_s)
-        except Exception:
-            CACHE_LOOKUPS.labels("miss").inc()
-            raise
-        CACHE_LOOKUPS.labels(_LOOKUP_RESULTS[found]).inc()
-        return value, found
+        with _lookup_span() as span:
+            _describe(span, described)
+            try:
+                value, found = await self._get_or_load(f"{SCHEMA_VERSION}:{key}", load, ttl_s)
+            except Exception:
+                _counted(span, "miss")
+                raise
+            _counted(span, _LOOKUP_RESULTS[found])
+            return value, found
 
     async def get_or_read(
-        self, key: str, load: Callable[[], Awaitable[CachedValue]]
+        self,
+        key: str,
+        load: Callable[[], Awaitable[CachedValue]],
+        *,
+        described: Described | None = None,
     ) -> tuple[CachedValue, Found]:
         """The fresh cached value under ``key``, or a load that is not stored.
 
         Never a stale value: these reads feed downloads, which have no way to say so.
         """
-        value, _ = self._fresh(await self._get(f"{SCHEMA_VERSION}:{key}"))
-        if value is not None:
-            CACHE_LOOKUPS.labels("hit").inc()
-            return value, Found.CACHED
-        CACHE_LOOKUPS.labels("miss").inc()
-        return await load(), Found.LOADED
+        with _lookup_span() as span:
+            _describe(span, described)
+            value, _ = self._fresh(await self._get(f"{SCHEMA_VERSION}:{key}"))
+            if value is not None:
+                _counted(span, "hit")
+                return value, Found.CACHED
+            _counted(span, "miss")
+            return await load(), Found.LOADED
 
     async def _get_or_load(
         self,
@@ -392,6 +429,9 @@ class UpstreamCache:
                 if stale is None or not error.transient:
                     raise
                 log.info("serving a stale cache entry: %s", error.category)
+                trace.get_current_span().add_event(
+                    "stale entry served", {"error.type": error.category}
+                )
                 answer = stale, Found.STALE
         except asyncio.CancelledError:
             future.cancel()
@@ -448,6 +488,7 @@ class UpstreamCache:
                 delay = min(delay * 2, self._poll_s[1])
                 fresh, _ = self._fresh(await self._get(key))
                 if fresh is not None:
+                    trace.get_current_span().add_event("loaded by another replica")
                     return fresh, Found.CACHED
                 if not await self._locked(shared, f"lock:{key}"):
                     break
@@ -461,6 +502,9 @@ class UpstreamCache:
             return await self.backend.get(key)
         except Exception as exc:
             log.warning("cache read failed (%s); reading upstream", type(exc).__name__)
+            trace.get_current_span().add_event(
+                "cache read failed", {"error.type": type(exc).__name__}
+            )
             return None
 
     async def _set(self, key: str, value: CachedValue, ttl: float) -> None:
@@ -469,6 +513,9 @@ class UpstreamCache:
             await self.backend.set(key, stamped, ttl + self._stale_for_s)
         except Exception as exc:
             log.warning("cache write failed (%s)", type(exc).__name__)
+            trace.get_current_span().add_event(
+                "cache write failed", {"error.type": type(exc).__name__}
+            )
 
     @staticmethod
     async def _acquire(lock: Lock) -> bool:

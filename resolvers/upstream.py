@@ -4,18 +4,22 @@ request costs and the budget of calls it may spend."""
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from itertools import count
 from typing import TypeVar
+
+from opentelemetry import trace
 
 from models.devices import DeviceIdentifier, DeviceListPage
 from models.events import HistoryWindow
-from models.instants import TICKS_PER_SECOND
-from resolvers.cache import Found, UpstreamCache
+from models.instants import TICKS_PER_SECOND, format_instant
+from resolvers.cache import Described, Found, UpstreamCache
 from resolvers.history import FetchWindow, HistoryGap
 from resolvers.resilience import Resilience
 from soap.client import UwsClient
 from soap.errors import UpstreamError
 
 T = TypeVar("T")
+_tracer = trace.get_tracer(__name__)
 
 
 class UpstreamBudgetExceeded(Exception):
@@ -106,18 +110,30 @@ class Upstream:
         """
 
         async def fetch(device: DeviceIdentifier, earliest: int, latest: int) -> HistoryWindow:
+            def window() -> dict[str, str]:
+                # The identifier stays out of traces: it names a subscriber's device.
+                return {
+                    "provgraph.upstream.operation": "GetDeviceProvisioningHistory",
+                    "provgraph.device.kind": device.kind,
+                    "provgraph.window.earliest": format_instant(earliest),
+                    "provgraph.window.latest": format_instant(latest),
+                }
+
             load = self._load(
                 "GetDeviceProvisioningHistory",
                 cost,
                 lambda: self.client.get_device_provisioning_history(device, earliest, latest),
+                window,
             )
             settled = latest < self.now() - int(self.policy.settle_s * TICKS_PER_SECOND)
             ttl = self.policy.immutable_ttl_s if settled else self.policy.recent_ttl_s
             key = f"h:{device.kind}:{device.identifier}:{earliest}:{latest}"
             if keep:
-                value, found = await _own(cost, lambda: self.cache.get_or_load(key, load, ttl))
+                value, found = await _own(
+                    cost, lambda: self.cache.get_or_load(key, load, ttl, described=window)
+                )
             else:
-                value, found = await self.cache.get_or_read(key, load)
+                value, found = await self.cache.get_or_read(key, load, described=window)
             cost.count(found)
             assert isinstance(value, HistoryWindow)
             return value
@@ -125,16 +141,35 @@ class Upstream:
         return fetch
 
     def _load(
-        self, operation: str, cost: Cost, call: Callable[[], Awaitable[T]]
+        self,
+        operation: str,
+        cost: Cost,
+        call: Callable[[], Awaitable[T]],
+        described: Described | None = None,
     ) -> Callable[[], Awaitable[T]]:
         """Loads one answer for ``cost``'s request: every attempt, retries included,
-        spends a call of its budget, and none is made past it."""
-
-        async def attempt() -> T:
-            cost.spend()
-            return await call()
+        spends a call of its budget, and none is made past it. Each attempt has a span,
+        with what ``described`` says of the call."""
 
         async def load() -> T:
+            attempts = count(1)
+
+            async def attempt() -> T:
+                cost.spend()
+                number = next(attempts)
+                with _tracer.start_as_current_span(f"upstream {operation}") as span:
+                    if span.is_recording():
+                        span.set_attributes(described() if described else {})
+                        span.set_attribute("provgraph.upstream.operation", operation)
+                        span.set_attribute("provgraph.upstream.attempt", number)
+                    try:
+                        value = await call()
+                    except UpstreamError as error:
+                        span.set_attribute("provgraph.upstream.outcome", error.category)
+                        raise
+                    span.set_attribute("provgraph.upstream.outcome", "ok")
+                    return value
+
             # Before the breaker and the rate limit: a call that cannot be made takes
             # neither the half-open probe nor a slot of the process's call rate.
             cost.check()
@@ -146,7 +181,9 @@ class Upstream:
         load = self._load("GetDeviceList", cost, lambda: self.client.get_device_list(largest_seen))
         key = _device_list_key(largest_seen)
         ttl = self.policy.device_list_ttl_s
-        value, found = await _own(cost, lambda: self.cache.get_or_load(key, load, ttl))
+        value, found = await _own(
+            cost, lambda: self.cache.get_or_load(key, load, ttl, described=_device_list)
+        )
         cost.count(found)
         assert isinstance(value, DeviceListPage)
         return value
@@ -161,7 +198,9 @@ class Upstream:
             raise _NotCached
 
         try:
-            value, found = await self.cache.get_or_read(_device_list_key(largest_seen), refuse)
+            value, found = await self.cache.get_or_read(
+                _device_list_key(largest_seen), refuse, described=_device_list
+            )
         except _NotCached:
             return None
         cost.count(found)
@@ -182,6 +221,10 @@ async def _own(cost: Cost, read: Callable[[], Awaitable[T]]) -> T:
 
 class _NotCached(Exception):
     """Stands in for a load where only what the cache holds is wanted."""
+
+
+def _device_list() -> dict[str, str]:
+    return {"provgraph.upstream.operation": "GetDeviceList"}
 
 
 def _device_list_key(largest_seen: int | None) -> str:

@@ -1,5 +1,6 @@
 """What the server holds for the process's lifetime, around the GraphQL layer's services."""
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -7,10 +8,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
+from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 
 from graph.context import Context, Services
+from graph.tracing import trace_operations
 from models.principal import Principal
 from resolvers.auth import Authenticator
 from resolvers.cache import UpstreamCache, backend_from_url
@@ -61,6 +67,26 @@ def context_for(connection: HTTPConnection, principal: Principal) -> Context:
         local=is_local(connection),
         client_address=client_address(connection),
     )
+
+
+def tracer_provider(settings: Settings) -> TracerProvider | None:
+    """The OpenTelemetry SDK as OTEL_TRACES_EXPORTER sets it up; None for none."""
+    if settings.otel_traces_exporter == "none":
+        return None
+    # The exporters read their OTEL_EXPORTER_OTLP_* variables themselves, and the
+    # provider OTEL_TRACES_SAMPLER and OTEL_RESOURCE_ATTRIBUTES.
+    if settings.otel_traces_exporter == "otlp":
+        # Imported only when chosen: with protobuf and requests, it adds a tenth of a
+        # second to every start.
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter: SpanExporter = OTLPSpanExporter()
+    else:
+        exporter = ConsoleSpanExporter()
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: settings.otel_service_name}))
+    # In batches from a thread of the SDK's: never an export on the event loop.
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
 
 
 @asynccontextmanager
@@ -149,6 +175,11 @@ async def open_services(
         authenticator=authenticator,
         rate_limits=rate_limits,
     )
+    tracing = tracer_provider(settings)
+    if tracing is not None:
+        # The process's provider: OpenTelemetry keeps the first one set.
+        trace.set_tracer_provider(tracing)
+        trace_operations(True)
     try:
         yield services
     finally:
@@ -161,3 +192,7 @@ async def open_services(
             log.info("upstream log-out at shutdown failed: %s", exc)
         await uws.aclose()
         await engine.dispose()
+        if tracing is not None:
+            trace_operations(False)
+            # Exports the spans still queued, which may wait on the collector.
+            await asyncio.to_thread(tracing.shutdown)

@@ -16,6 +16,8 @@ from typing import Any, NamedTuple, TypeVar
 import aiohttp
 import zeep
 from lxml import etree
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
 from zeep.wsdl import Document
 from zeep.wsdl.utils import etree_to_string
 
@@ -38,6 +40,7 @@ from soap.contract import (
 from soap.errors import UpstreamError, UpstreamFault, UpstreamTimeout, UpstreamUnavailable
 
 T = TypeVar("T")
+_tracer = trace.get_tracer(__name__)
 _TOKEN = f"{{{V2}}}token"
 INLINE_REPLY_BYTES = 4096
 """Replies shorter than this (some ten events) are read in place: cheaper than a thread."""
@@ -204,6 +207,34 @@ class UwsClient:
         token: str | None,
         read: Callable[[str, int, bytes], T],
     ) -> T:
+        """One exchange with the upstream, in a span of its own."""
+        with _tracer.start_as_current_span(
+            f"{endpoint.interface}/{operation}", kind=SpanKind.CLIENT
+        ) as span:
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "rpc.system": "soap",
+                        "rpc.service": endpoint.interface,
+                        "rpc.method": operation,
+                        "url.full": endpoint.address,
+                    }
+                )
+            try:
+                return await self._exchange(span, endpoint, operation, request, token, read)
+            except UpstreamError as error:
+                span.set_attribute("error.type", error.category)
+                raise
+
+    async def _exchange(
+        self,
+        span: Span,
+        endpoint: "_Endpoint",
+        operation: str,
+        request: dict[str, Any],
+        token: str | None,
+        read: Callable[[str, int, bytes], T],
+    ) -> T:
         headers = []
         if token is not None:
             header = etree.Element(_TOKEN)
@@ -235,6 +266,8 @@ class UwsClient:
             raise UpstreamUnavailable(
                 operation, f"transport error ({type(exc).__name__})"
             ) from None
+        span.set_attribute("http.response.status_code", status)
+        span.set_attribute("http.response.body.size", len(body))
         try:
             if len(body) < INLINE_REPLY_BYTES:
                 return read(operation, status, body)

@@ -1,5 +1,5 @@
 """The ``provgraph`` command: ``serve`` the API, ``simulate`` the upstream alone,
-``migrate`` the database, print the ``schema``, manage API ``tokens``."""
+``migrate`` the database, print the ``schema`` or the ``settings``, manage API ``tokens``."""
 
 import argparse
 import asyncio
@@ -7,6 +7,8 @@ import contextlib
 import logging
 import socket
 import sys
+from importlib.metadata import version
+from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
@@ -16,6 +18,8 @@ from graph.schema import schema
 from resolvers.database import create_engine, migrate
 from server.app import create_app
 from server.logs import configure_logging
+from server.settings import Settings
+from server.settings_doc import BEGIN, END, settings_markdown, with_settings_tables
 from server.startup import StartupProblem, check_database, listening_socket, read_settings
 from server.token_commands import add_commands as add_token_commands
 from soap.simulator import MOUNT as SIMULATOR_MOUNT
@@ -101,12 +105,38 @@ def _schema(args: argparse.Namespace) -> None:
     print(schema.as_str())
 
 
+def _settings(args: argparse.Namespace) -> None:
+    if args.readme is None:
+        print(settings_markdown(), end="")
+        return
+    try:
+        text = args.readme.read_text(encoding="utf-8")
+        updated = with_settings_tables(text)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"provgraph settings: {args.readme}: {error}") from None
+    if updated != text:
+        args.readme.write_text(updated, encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="provgraph", description=__doc__)
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {version('provisioning-graph')}"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the GraphQL API (HOST/PORT from settings)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    fields = Settings.model_fields
+    serve.add_argument(
+        "--host",
+        help=f"address to bind, overriding the HOST setting (default {fields['host'].default}); "
+        "0.0.0.0 for every interface",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        help=f"port to bind, overriding the PORT setting (default {fields['port'].default}); "
+        "0 for a free one",
+    )
     serve.add_argument(
         "--dev",
         action="store_true",
@@ -123,6 +153,16 @@ def main(argv: list[str] | None = None) -> None:
     migrate.set_defaults(run=_migrate)
     export = commands.add_parser("schema", help="print the GraphQL schema (SDL)")
     export.set_defaults(run=_schema)
+    settings = commands.add_parser(
+        "settings", help="print every setting's variable, default and meaning (markdown)"
+    )
+    settings.add_argument(
+        "--readme",
+        type=Path,
+        metavar="FILE",
+        help=f"instead, rewrite the tables between the {BEGIN} and {END} lines of FILE",
+    )
+    settings.set_defaults(run=_settings)
     add_token_commands(commands.add_parser("tokens", help="create, list and revoke API tokens"))
     args = parser.parse_args(argv)
     try:

@@ -15,50 +15,94 @@ SIMULATOR_USERNAME = "demo"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
+    # Each field's group is the README table it is listed in (server/settings_doc.py).
     uws_base_url: str | None = Field(
         default=None,
-        description="The UWS v2 base URL, e.g. https://<host>/api/v2. Unset: the embedded "
-        "simulator, served by this process at /simulator/api/v2.",
+        description="The UWS v2 base URL, e.g. `https://<host>/api/v2`; the client calls "
+        "`<base>/DeviceService.svc` and `<base>/SessionService.svc`. Unset: the embedded "
+        "simulator, served by this process at `http://<HOST>:<PORT>/simulator/api/v2`.",
+        json_schema_extra={"group": "service"},
     )
     uws_token: SecretStr | None = Field(
-        default=None, description="A fixed UWS session token; takes precedence over a login."
+        default=None,
+        description="A fixed UWS session token (sent as the `<v2:token>` SOAP header); takes "
+        "precedence over a login.",
+        json_schema_extra={"group": "service"},
     )
-    uws_username: str | None = Field(default=None, description="UWS login user name.")
-    uws_password: SecretStr | None = Field(default=None, description="UWS login password.")
+    uws_username: str | None = Field(
+        default=None,
+        description="UWS login user name, used when no token is set; `demo` with the "
+        "embedded simulator.",
+        json_schema_extra={"group": "service"},
+    )
+    uws_password: SecretStr | None = Field(
+        default=None,
+        description="UWS login password; `demo` with the embedded simulator.",
+        json_schema_extra={"group": "service"},
+    )
     uws_timeout_s: float = Field(
-        default=10.0, gt=0, description="Upper bound on one upstream call, seconds."
+        default=10.0,
+        gt=0,
+        description="Upper bound on one upstream call, whole exchange included, seconds.",
+        json_schema_extra={"group": "service"},
     )
     database_url: str = Field(
-        default="sqlite+aiosqlite:///./provgraph.db", description="SQLAlchemy async URL."
+        default="sqlite+aiosqlite:///./provgraph.db",
+        description="SQLAlchemy async URL; `postgresql+asyncpg://user@host/db` for "
+        "PostgreSQL. SQLite is migrated at start; PostgreSQL needs `provgraph migrate`.",
+        json_schema_extra={"group": "service"},
     )
-    cache_url: str = Field(default="memory://", description="memory:// or redis://host:port/db")
-    broker_url: str = Field(default="memory://", description="memory:// or redis://host:port/db")
+    cache_url: str = Field(
+        default="memory://",
+        description="Where upstream answers are cached: `memory://` (this process, bounded "
+        "by `CACHE_MAX_BYTES`) or `redis://host:port/db`, shared by every replica.",
+        json_schema_extra={"group": "service"},
+    )
+    broker_url: str = Field(
+        default="memory://",
+        description="How replicas tell each other of new events: `memory://` (a single "
+        "replica) or `redis://host:port/db`.",
+        json_schema_extra={"group": "service"},
+    )
     cache_max_bytes: int = Field(
         default=128 * 1024 * 1024,
         ge=1024 * 1024,
-        description="Bound of the in-process cache in bytes of memory held (an estimate; "
-        "least recently used entries go first). 128 MiB holds about 250,000 events.",
+        description="Bound of the in-process cache in bytes of memory held (an estimate, "
+        "within a few percent for parsed replies: about 530 bytes an event, so 128 MiB "
+        "holds some 250,000 events); least recently used entries go first.",
+        json_schema_extra={"group": "service"},
     )
     cache_settle_s: float = Field(
         default=3600.0,
         ge=0,
-        description="A window whose range ended this long ago is taken as final.",
+        description="A window whose range ended this long ago is taken as final, seconds.",
+        json_schema_extra={"group": "service"},
     )
     cache_ttl_immutable_s: float = Field(
-        default=7 * 86_400.0, gt=0, description="Lifetime of a final window in the cache."
+        default=7 * 86_400.0,
+        gt=0,
+        description="How long a final window stays cached, seconds.",
+        json_schema_extra={"group": "service"},
     )
     cache_ttl_recent_s: float = Field(
         default=30.0,
         gt=0,
-        description="Lifetime of a window that touches the present; also the rounding of "
-        "the default occurredBefore.",
+        description="How long a window that touches the present stays cached, seconds; "
+        "also the rounding of the default `occurredBefore`.",
+        json_schema_extra={"group": "service"},
     )
     device_list_ttl_s: float = Field(
-        default=300.0, gt=0, description="Lifetime of a cached GetDeviceList page."
+        default=300.0,
+        gt=0,
+        description="How long a GetDeviceList page stays cached, seconds.",
+        json_schema_extra={"group": "service"},
     )
     cursor_secret: SecretStr = Field(
         default=SecretStr("provisioning-graph-development-cursor-secret"),
-        description="Signs cursors. Set the same value on every replica in production.",
+        description="Signs cursors. In production set one secret of your own, the same on "
+        "every replica: the built-in one is in the source for anyone to read (a warning "
+        "is logged at start while it is in use, unless `AUTH_DEV_TOKEN` is on).",
+        json_schema_extra={"group": "service"},
     )
     upstream_concurrency: int = Field(
         default=8,
@@ -66,224 +110,301 @@ class Settings(BaseSettings):
         le=64,
         description="Upstream calls in flight at once, for the whole process (reports "
         "read this many devices at a time).",
+        json_schema_extra={"group": "service"},
     )
     outbox_retention_s: float = Field(
         default=7 * 86_400.0,
         gt=0,
-        description="How long emitted events are kept for replay (subscriptions' after).",
+        description="How long emitted events are kept for replay (a subscription's "
+        "`after`), seconds.",
+        json_schema_extra={"group": "service"},
     )
     subscriber_queue_size: int = Field(
         default=1000,
         ge=1,
         description="Events one subscriber may fall behind before it is dropped.",
+        json_schema_extra={"group": "service"},
     )
     events_poll_s: float = Field(
         default=5.0,
         gt=0,
-        description="How often each replica also reads the outbox unprompted, so that a "
-        "broker outage delays events but never loses them.",
+        description="How often each replica also reads the outbox unprompted, seconds, so "
+        "that a broker outage delays events but never loses them.",
+        json_schema_extra={"group": "service"},
     )
     upstream_retry_attempts: int = Field(
         default=3,
         ge=1,
         le=10,
         description="Attempts per upstream call, the first included. Only transient "
-        "failures are retried: connection errors, HTTP 502/503/504, timeouts.",
+        "failures are retried: connection errors, HTTP 502/503/504, timeouts; SOAP "
+        "faults, HTTP 500 and unusable replies are not.",
+        json_schema_extra={"group": "upstream"},
     )
     upstream_retry_base_delay_s: float = Field(
         default=0.2,
         ge=0,
-        description="Backoff before the first retry at most; doubles with each retry, and "
-        "each wait is drawn at random below it (full jitter).",
+        description="Backoff before the first retry at most, seconds; doubles with each "
+        "retry, and each wait is drawn at random below it (full jitter).",
+        json_schema_extra={"group": "upstream"},
     )
     upstream_retry_max_delay_s: float = Field(
-        default=2.0, ge=0, description="Cap on the backoff before any one retry."
+        default=2.0,
+        ge=0,
+        description="Cap on the backoff before any one retry, seconds.",
+        json_schema_extra={"group": "upstream"},
     )
     upstream_circuit_threshold: int = Field(
         default=5,
         ge=1,
         description="Failed upstream calls in a row (after their retries) that open the "
-        "circuit; faults about a request's own input do not count.",
+        "circuit, one per replica; while it is open, upstream reads fail at once with "
+        "`UPSTREAM_UNAVAILABLE`. Faults about a request's own input (`DeviceNotFound`, "
+        "`INPUT_INVALID.*`) do not count.",
+        json_schema_extra={"group": "upstream"},
     )
     upstream_circuit_cooldown_s: float = Field(
         default=30.0,
         gt=0,
-        description="How long an open circuit refuses calls before one probe goes through.",
+        description="How long an open circuit refuses calls before one probe goes through "
+        "and closes or reopens it, seconds.",
+        json_schema_extra={"group": "upstream"},
     )
     upstream_calls_per_second: float | None = Field(
         default=None,
         gt=0,
         description="Upstream calls started per second at most, for the whole process "
         "(retries included; bursts up to one second's worth), for a UWS account with a "
-        "contracted call rate. Unset: no cap beyond UPSTREAM_CONCURRENCY, so that the "
+        "contracted call rate. Unset: no cap beyond `UPSTREAM_CONCURRENCY`, so that the "
         "default never makes the service slower than its own concurrency allows.",
+        json_schema_extra={"group": "service"},
     )
     cache_stale_for_s: float = Field(
         default=3600.0,
         ge=0,
-        description="How long a cached answer is kept past its freshness, to be served "
-        "(marked stale) while the upstream is down; 0 turns stale serving off.",
+        description="How long a cached answer is kept past its freshness, seconds, to be "
+        "served while the upstream is down, marked stale (`extensions.cost.staleReads` "
+        "and a `STALE_DATA` warning; CSV exports never get stale data); 0 turns stale "
+        "serving off.",
+        json_schema_extra={"group": "upstream"},
     )
     auth_disabled: bool = Field(
         default=False,
         description="Switches authentication off: every caller may do everything. Only on "
-        "a loopback HOST (startup fails otherwise), and only for requests made on this "
-        "host (loopback Host, no proxy headers, no other origin); others get 401.",
+        "a loopback `HOST` (startup fails otherwise), and only for requests made on this "
+        "host (loopback `Host`, no proxy headers, no other origin); others get 401.",
+        json_schema_extra={"group": "authentication"},
     )
     auth_dev_token: bool = Field(
         default=False,
-        description="On a loopback HOST: make a development token (every scope, every "
+        description="On a loopback `HOST`: make a development token (every scope, every "
         "organization) at start, print it and prefill GraphiQL with it; it lives in this "
         "process's memory only and works only for requests made on this host (loopback "
-        "Host, no proxy headers, no other origin). `provgraph serve --dev` (make serve) "
-        "sets it.",
+        "`Host`, no proxy headers, no other origin). `provgraph serve --dev` (`make "
+        "serve`) sets it.",
+        json_schema_extra={"group": "authentication"},
     )
     auth_jwt_issuer: str | None = Field(
         default=None,
-        description="Accept bearer JWTs from this identity provider (their `iss`). Unset: "
-        "only API tokens are accepted.",
+        description="Accept bearer JWTs from this identity provider (their `iss`); they "
+        "must carry `iss`, `aud`, `sub` and `exp`. Unset: only API tokens are accepted.",
+        json_schema_extra={"group": "authentication"},
     )
     auth_jwt_audience: str | None = Field(
-        default=None, description="The `aud` JWTs must carry; required with AUTH_JWT_ISSUER."
+        default=None,
+        description="The `aud` JWTs must carry; required with `AUTH_JWT_ISSUER`.",
+        json_schema_extra={"group": "authentication"},
     )
     auth_jwt_jwks_url: str | None = Field(
-        default=None, description="The identity provider's JWKS URL (keys cached, rotated)."
+        default=None,
+        description="The identity provider's JWKS URL; its keys are fetched in the "
+        "background, one fetch at a time, and cached.",
+        json_schema_extra={"group": "authentication"},
     )
     auth_jwt_public_key: str | None = Field(
-        default=None, description="A PEM public key, instead of AUTH_JWT_JWKS_URL."
+        default=None,
+        description="A PEM public key, instead of `AUTH_JWT_JWKS_URL`.",
+        json_schema_extra={"group": "authentication"},
     )
     auth_jwt_algorithms: str = Field(
         default="RS256,ES256",
         description="Comma-separated signature algorithms accepted; asymmetric ones only.",
+        json_schema_extra={"group": "authentication"},
     )
     auth_jwt_organizations_claim: str = Field(
         default="organizations",
         description="The claim listing the caller's organization uids (a list or a "
-        "space-separated string; '*' for all).",
+        "space-separated string; `*` for all).",
+        json_schema_extra={"group": "authentication"},
     )
     auth_jwt_scopes_claim: str = Field(
         default="scope",
         description="The claim holding the caller's scopes (a space-separated string, as "
         "OAuth's `scope`, or a list); scopes this service does not know are ignored.",
+        json_schema_extra={"group": "authentication"},
     )
     auth_jwt_account_id_claim: str | None = Field(
         default=None,
-        description="A claim holding the caller's numeric account id (events' originator).",
+        description="A claim holding the caller's numeric account id (the "
+        "`originator.accountId` of the events its mutations emit).",
+        json_schema_extra={"group": "authentication"},
     )
     auth_jwt_leeway_s: float = Field(
-        default=30.0, ge=0, le=300, description="Clock skew allowed on `exp` and `nbf`."
+        default=30.0,
+        ge=0,
+        le=300,
+        description="Clock skew allowed on a JWT's `exp` and `nbf`, seconds.",
+        json_schema_extra={"group": "authentication"},
     )
     max_query_depth: int = Field(
-        default=12, ge=1, description="Deepest nesting of fields a GraphQL operation may have."
+        default=12,
+        ge=1,
+        description="Deepest nesting of fields a GraphQL operation may have "
+        "(`QUERY_TOO_COMPLEX`, `extensions.limit: depth`).",
+        json_schema_extra={"group": "limits"},
     )
     max_query_tokens: int = Field(
         default=2000,
         ge=1,
         description="Most lexical tokens (names, punctuation, values, comments) a GraphQL "
-        "document may have; pass long lists, such as a report's devices, as variables.",
+        "document may have (`QUERY_TOO_COMPLEX`, `extensions.limit: tokens`); pass long "
+        "lists, such as a report's devices, as variables.",
+        json_schema_extra={"group": "limits"},
     )
     max_query_aliases: int = Field(
-        default=20, ge=0, description="Most aliased fields a GraphQL document may have."
+        default=20,
+        ge=0,
+        description="Most aliased fields a GraphQL document may have (`QUERY_TOO_COMPLEX`, "
+        "`extensions.limit: aliases`).",
+        json_schema_extra={"group": "limits"},
     )
     max_query_cost: int = Field(
         default=50_000,
         ge=1,
-        description="Most a GraphQL operation may cost before it runs: each connection "
-        "counts its page size (first or last, else 50) times the page sizes of the "
-        "connections it is nested in; a history's totalCount and each filtered history "
-        "page, reads that may take the whole range, count 5,000 times them; a report "
-        "counts its devices.",
+        description="Most a GraphQL operation may cost before it runs (`QUERY_TOO_COMPLEX`, "
+        "`extensions.limit: cost`): each connection counts its page size (`first` or "
+        "`last`, else 50) times the page sizes of the connections it is nested in; a "
+        "history's `totalCount` and each filtered history page, reads that may take the "
+        "whole range, count 5,000 times them; a report counts its devices.",
+        json_schema_extra={"group": "limits"},
     )
     report_max_devices: int = Field(
-        default=5000, ge=1, description="Most devices a report (in a request or a job) may name."
+        default=5000,
+        ge=1,
+        description="Most devices a report (in a request or a job) may name.",
+        json_schema_extra={"group": "limits"},
     )
     max_body_bytes: int = Field(
-        default=1_048_576, ge=1024, description="Largest request body accepted (HTTP 413 above)."
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body accepted (HTTP 413 `PAYLOAD_TOO_LARGE` above) "
+        "and largest WebSocket message (a larger one closes the socket).",
+        json_schema_extra={"group": "limits"},
     )
     request_deadline_s: float = Field(
         default=60.0,
         gt=0,
-        description="Longest an HTTP request may take until its response starts (then "
-        "504 DEADLINE_EXCEEDED); a CSV export that has started streaming may go on.",
+        description="Longest an HTTP request may take until its response starts, seconds "
+        "(then 504 `DEADLINE_EXCEEDED`); a CSV export that has started streaming may go on.",
+        json_schema_extra={"group": "limits"},
     )
     rate_limit: str = Field(
         default="600/minute",
         description="Requests per credential (or per client address without one) to "
-        "/graphql and /exports, as 'N/second|minute|hour|day' (a moving window); empty "
-        "turns the limit off.",
+        "`/graphql` and `/exports`, as `N/second|minute|hour|day` (a moving window; over "
+        "it, 429 `RATE_LIMITED` with `Retry-After`); empty turns the limit off.",
+        json_schema_extra={"group": "limits"},
     )
     rate_limit_storage_url: str = Field(
         default="memory://",
-        description="Where rate-limit counts live: memory:// (this process) or "
-        "redis://host:port/db, shared by every replica.",
+        description="Where rate-limit counts live: `memory://` (this process) or "
+        "`redis://host:port/db`, shared by every replica.",
+        json_schema_extra={"group": "limits"},
     )
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Browser origins (https://app.example.com, comma-separated; * for any) "
-        "allowed to call the API cross-origin, over CORS and WebSocket. None by default.",
+        description="Browser origins (`https://app.example.com`, comma-separated; `*` for "
+        "any) allowed to call the API cross-origin, over CORS and WebSocket.",
+        json_schema_extra={"group": "limits"},
     )
     log_format: Literal["json", "text"] = Field(
-        default="json", description="json: one JSON object a line; text: for reading."
+        default="json",
+        description="`json`: one JSON object a line, each with its request id; `text`: "
+        "for reading.",
+        json_schema_extra={"group": "service"},
     )
     metrics_token: SecretStr | None = Field(
         default=None,
-        description="When set, GET /metrics needs 'Authorization: Bearer <this>'; unset, "
-        "it is open, like /healthz.",
+        description="When set, `GET /metrics` needs `Authorization: Bearer <this>`; unset, "
+        "it is open, like `/healthz`.",
+        json_schema_extra={"group": "limits"},
     )
 
     auth_jwt_jwks_timeout_s: float = Field(
-        default=5.0, gt=0, le=60, description="Upper bound on one fetch of the JWKS, seconds."
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Upper bound on one fetch of the JWKS, seconds.",
+        json_schema_extra={"group": "authentication"},
     )
     auth_jwt_jwks_refetch_floor_s: float = Field(
         default=60.0,
         ge=0,
-        description="Least time between two JWKS fetches: within it, a token naming an "
-        "unknown key id is refused without asking the identity provider again.",
+        description="Least time between two JWKS fetches, seconds: within it, a token "
+        "naming an unknown key id is refused without asking the identity provider again.",
+        json_schema_extra={"group": "authentication"},
     )
     auth_jwt_jwks_max_age_s: float = Field(
         default=300.0,
         gt=0,
-        description="Keys older than this are refreshed in the background (key rotation); "
-        "until the refresh lands, the known keys stay in use.",
+        description="Keys older than this, seconds, are refreshed in the background (key "
+        "rotation); until the refresh lands, the known keys stay in use.",
+        json_schema_extra={"group": "authentication"},
     )
 
     ws_recheck_s: float = Field(
         default=30.0,
         gt=0,
-        description="How often an open WebSocket's API token is checked again; a revoked "
-        "or expired one closes the socket (graphql-transport-ws: 4403; graphql-ws: "
-        "connection_error, then a close). A JWT's socket closes when its exp (plus "
-        "AUTH_JWT_LEEWAY_S) passes, and every new operation on a socket checks too.",
+        description="How often an open WebSocket's API token is checked again, seconds; a "
+        "revoked or expired one closes the socket (graphql-transport-ws: 4403; graphql-ws: "
+        "`connection_error`, then a close). A JWT's socket closes when its `exp` (plus "
+        "`AUTH_JWT_LEEWAY_S`) passes, and every new operation on a socket checks too.",
+        json_schema_extra={"group": "limits"},
     )
     auth_failure_limit: str = Field(
         default="30/minute",
         description="Refused credentials per client address, over HTTP and WebSocket, as "
-        "'N/second|minute|hour|day'. Beyond it that address gets 429 RATE_LIMITED without "
-        "its credentials being checked at all, until the window moves on; empty turns the "
-        "limit off. Kept in RATE_LIMIT_STORAGE_URL. Only verdicts on a credential count "
-        "(invalid, unknown, revoked, expired), not an identity provider whose keys cannot "
-        "be fetched. An address's credentials are checked 4 at a time, so a burst passes "
-        "the limit by at most 3 on each replica.",
+        "`N/second|minute|hour|day`. Beyond it that address gets 429 `RATE_LIMITED` "
+        "without its credentials being checked at all, until the window moves on; empty "
+        "turns the limit off. Kept in `RATE_LIMIT_STORAGE_URL`. Only verdicts on a "
+        "credential count (invalid, unknown, revoked, expired), not an identity provider "
+        "whose keys cannot be fetched. An address's credentials are checked 4 at a time, "
+        "so a burst passes the limit by at most 3 on each replica.",
+        json_schema_extra={"group": "limits"},
     )
     max_subscriptions_per_credential: int = Field(
         default=100,
         ge=1,
         description="Operations in flight over WebSockets (in practice: subscriptions) one "
         "credential may have on this replica, across all its sockets; one more gets an "
-        "error coded TOO_MANY_SUBSCRIPTIONS. One socket holds at most 100.",
+        "error coded `TOO_MANY_SUBSCRIPTIONS`. One socket holds at most 100.",
+        json_schema_extra={"group": "limits"},
     )
     max_report_jobs_per_credential: int = Field(
         default=4,
         ge=1,
         description="Report jobs one credential may have queued or running at once; one "
-        "more is refused with the userError TOO_MANY_JOBS.",
+        "more is refused with the userError `TOO_MANY_JOBS`.",
+        json_schema_extra={"group": "limits"},
     )
 
     simulator_control: bool = Field(
         default=False,
-        description="Serve the embedded simulator's control API (/simulator/api/v2/_control: "
-        "latency, injected failures, call counts) to any caller that reaches the port. "
-        "Off: only the standalone simulator (`provgraph simulate`) serves it.",
+        description="Serve the embedded simulator's control API "
+        "(`/simulator/api/v2/_control`: latency, injected failures, call counts) to any "
+        "caller that reaches the port. Off: only the standalone simulator (`provgraph "
+        "simulate`) serves it.",
+        json_schema_extra={"group": "service"},
     )
 
     max_upstream_calls_per_request: int = Field(
@@ -291,8 +412,36 @@ class Settings(BaseSettings):
         ge=1,
         description="Most upstream calls one GraphQL operation may make, retries included "
         "(cached answers are free); the call that would pass it is not made and the field "
-        "fails with UPSTREAM_BUDGET_EXCEEDED. Report jobs and CSV exports are not bound by "
-        "it.",
+        "fails with `UPSTREAM_BUDGET_EXCEEDED` (`extensions.budget`). Report jobs and CSV "
+        "exports are not bound by it.",
+        json_schema_extra={"group": "limits"},
+    )
+
+    introspection: bool = Field(
+        default=True,
+        description="Whether GraphQL operations may ask for `__schema` and `__type` "
+        "(GraphiQL and code generators need them); false refuses them with "
+        "`GRAPHQL_VALIDATION_FAILED`. Set it false in production unless clients introspect "
+        "there.",
+        json_schema_extra={"group": "limits"},
+    )
+
+    otel_traces_exporter: Literal["none", "otlp", "console"] = Field(
+        default="none",
+        description="Where OpenTelemetry traces go: `none` (no tracing, the default here, "
+        "where OpenTelemetry's own default is `otlp`), `otlp` (OTLP over HTTP, to "
+        "`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, "
+        "`http://localhost:4318` by default; these, `OTEL_EXPORTER_OTLP_HEADERS`, "
+        "`OTEL_TRACES_SAMPLER` and OpenTelemetry's other variables are read from the "
+        "environment by its SDK, not from `.env`) or `console` (spans printed on stdout). "
+        "A span per GraphQL operation, the fields that read the upstream, each cache "
+        "lookup and each upstream call.",
+        json_schema_extra={"group": "service"},
+    )
+    otel_service_name: str = Field(
+        default="provisioning-graph",
+        description="`service.name` of the traces' resource.",
+        json_schema_extra={"group": "service"},
     )
 
     @field_validator("allowed_origins", mode="before")
@@ -316,9 +465,23 @@ class Settings(BaseSettings):
             parse(value)  # a ValueError names what is wrong with it
         return value.strip()
 
-    host: str = Field(default="127.0.0.1", description="Address to bind.")
-    port: int = Field(default=8000, ge=0, le=65535, description="Port to bind.")
-    log_level: str = Field(default="info", description="Python log level name.")
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address to bind; `provgraph serve --host` overrides it.",
+        json_schema_extra={"group": "service"},
+    )
+    port: int = Field(
+        default=8000,
+        ge=0,
+        le=65535,
+        description="Port to bind, 0 for a free one; `provgraph serve --port` overrides it.",
+        json_schema_extra={"group": "service"},
+    )
+    log_level: str = Field(
+        default="info",
+        description="Python log level name, e.g. `debug`, `info`, `warning`.",
+        json_schema_extra={"group": "service"},
+    )
 
     def limits(self) -> Limits:
         """What these settings bound in the GraphQL layer."""
@@ -331,6 +494,7 @@ class Settings(BaseSettings):
             report_max_devices=self.report_max_devices,
             upstream_concurrency=self.upstream_concurrency,
             cache_ttl_recent_s=self.cache_ttl_recent_s,
+            introspection=self.introspection,
         )
 
     @property

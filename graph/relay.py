@@ -8,9 +8,11 @@ it would change every id clients keep, and its Edge and Connection are bound to 
 
 import base64
 import binascii
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 import strawberry
+from strawberry.relay import PageInfo
 
 from graph.context import Info
 from graph.errors import user_error
@@ -72,3 +74,18 @@ def page_size(first: int | None, last: int | None, default: int = DEFAULT_PAGE) 
             raise user_error(f"{name} must be between 0 and {MAX_PAGE}, not {value}.", name)
     size = first if first is not None else last
     return default if size is None else size
+
+
+class _Edge(Protocol):
+    @property
+    def cursor(self) -> str: ...
+
+
+def page_info(edges: Sequence[_Edge], *, has_next: bool, has_previous: bool) -> PageInfo:
+    """The page's bounds: its first and last edges' cursors."""
+    return PageInfo(
+        has_next_page=has_next,
+        has_previous_page=has_previous,
+        start_cursor=edges[0].cursor if edges else None,
+        end_cursor=edges[-1].cursor if edges else None,
+    )

@@ -1,14 +1,13 @@
 """Root fields: a device by identifier, and the account's devices."""
 
 import strawberry
-from strawberry.relay import PageInfo
 
 from graph.context import Info
 from graph.devices.identifiers import DeviceIdentifierKind, identifier_record
 from graph.devices.types import Device, DeviceConnection, DeviceEdge, load_device
 from graph.errors import user_error
 from graph.permissions import needs
-from graph.relay import page_size
+from graph.relay import page_info, page_size
 from models.principal import HISTORY_READ
 from resolvers.devices import DeviceListPosition, ListedDevice, list_devices
 
@@ -43,12 +42,7 @@ async def devices(
     edges = [edge(item) for item in listed]
     return DeviceConnection(
         edges=edges,
-        page_info=PageInfo(
-            has_next_page=more,
-            has_previous_page=after is not None,
-            start_cursor=edges[0].cursor if edges else None,
-            end_cursor=edges[-1].cursor if edges else None,
-        ),
+        page_info=page_info(edges, has_next=more, has_previous=after is not None),
     )
 
 

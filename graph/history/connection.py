@@ -3,12 +3,10 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from strawberry.relay import PageInfo
-
 from graph.context import Info
 from graph.errors import user_error
 from graph.history.types import ProvisioningEventConnection, ProvisioningEventFilter
-from graph.relay import page_size
+from graph.relay import page_info, page_size
 from models.devices import DeviceIdentifier
 from models.events import ProvisioningEvent as EventRecord
 from models.instants import TICKS_PER_SECOND
@@ -229,11 +227,6 @@ def _connection(
 
     return ProvisioningEventConnection(
         edges=edges,  # type: ignore[arg-type]  # lazy edges, resolved by attribute (_Edge)
-        page_info=PageInfo(
-            has_next_page=page.has_next,
-            has_previous_page=page.has_previous,
-            start_cursor=edges[0].cursor if edges else None,
-            end_cursor=edges[-1].cursor if edges else None,
-        ),
+        page_info=page_info(edges, has_next=page.has_next, has_previous=page.has_previous),
         count_events=count_events,
     )

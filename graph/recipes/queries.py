@@ -1,7 +1,6 @@
 """Root fields: a recipe by uid, and pages of recipes."""
 
 import strawberry
-from strawberry.relay import PageInfo
 
 from graph.context import Info
 from graph.errors import user_error
@@ -12,7 +11,7 @@ from graph.recipes.types import (
     ProvisioningRecipeEdge,
     ProvisioningRecipeFilter,
 )
-from graph.relay import node_loader, page_size
+from graph.relay import node_loader, page_info, page_size
 from models.principal import RECIPES_READ
 from resolvers.recipes import RecipeFilter, canonical_mac
 
@@ -64,11 +63,10 @@ async def recipe_connection(
 
     return ProvisioningRecipeConnection(
         edges=edges,
-        page_info=PageInfo(
-            has_next_page=more if not backwards else before is not None,
-            has_previous_page=more if backwards else after is not None,
-            start_cursor=edges[0].cursor if edges else None,
-            end_cursor=edges[-1].cursor if edges else None,
+        page_info=page_info(
+            edges,
+            has_next=more if not backwards else before is not None,
+            has_previous=more if backwards else after is not None,
         ),
         count_recipes=count,
     )

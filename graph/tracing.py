@@ -33,6 +33,11 @@ def trace_operations(on: bool) -> None:
     _traced = on
 
 
+def traced() -> bool:
+    """Whether tracing is on: what the server asks before it reads a request's trace."""
+    return _traced
+
+
 class OperationTracing(SchemaExtension):
     """A span for each operation, current while it runs, and one for each named field."""
 
@@ -41,7 +46,12 @@ class OperationTracing(SchemaExtension):
         self._fields = fields
 
     def on_operation(self) -> Iterator[None]:
-        span = _tracer.start_span("GraphQL operation", kind=SpanKind.SERVER)
+        # Beneath the server's span of an HTTP request the operation is a step of it; over
+        # a WebSocket (at most a caller's remote span above it) it is what is served.
+        above = trace.get_current_span().get_span_context()
+        local = above.is_valid and not above.is_remote
+        kind = SpanKind.INTERNAL if local else SpanKind.SERVER
+        span = _tracer.start_span("GraphQL operation", kind=kind)
         if (request := current_request()) is not None:
             span.set_attribute("provgraph.request_id", request.id)
         token = context.attach(trace.set_span_in_context(span))

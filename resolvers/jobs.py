@@ -16,6 +16,9 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanContext, StatusCode
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -25,6 +28,7 @@ from resolvers.reports import Progress, ReportRequest, report_json, run_report
 from resolvers.upstream import Upstream
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
 PROGRESS_EVERY_S = 0.5
 
 
@@ -102,7 +106,8 @@ class ReportJobs:
         )
         async with self._sessions() as session, session.begin():
             session.add(job)
-        self._running[job.id] = asyncio.create_task(self._run(job.id, request))
+        started_by = trace.get_current_span().get_span_context()
+        self._running[job.id] = asyncio.create_task(self._run(job.id, request, started_by))
         return job
 
     async def stop(self) -> None:
@@ -127,7 +132,18 @@ class ReportJobs:
             session.add(job)
             return job
 
-    async def _run(self, job_id: str, request: ReportRequest) -> None:
+    async def _run(self, job_id: str, request: ReportRequest, started_by: SpanContext) -> None:
+        # The job outlives the request that started it: a trace of its own, linked to the
+        # span that started it, not one more part of a trace that has ended.
+        with _tracer.start_as_current_span(
+            "report job",
+            context=Context(),
+            links=[Link(started_by)] if started_by.is_valid else None,
+            attributes={"provgraph.report_job.id": job_id},
+        ):
+            await self._report(job_id, request)
+
+    async def _report(self, job_id: str, request: ReportRequest) -> None:
         spec = request.spec()
         progress = Progress()
         written = 0.0
@@ -153,6 +169,7 @@ class ReportJobs:
                 await self._update(job_id, state=ReportJobState.CANCELLED, finished_at=_now())
         except Exception as error:
             log.exception("report job %s failed", job_id)
+            trace.get_current_span().set_status(StatusCode.ERROR, type(error).__name__)
             with contextlib.suppress(Exception):
                 await self._update(
                     job_id,

@@ -22,6 +22,7 @@ from server.middleware.body_limit import BodyLimit
 from server.middleware.deadline import Deadline
 from server.middleware.error_shape import ErrorShape
 from server.middleware.request_context import REQUEST_ID_HEADER, RequestContext
+from server.middleware.tracing import Tracing
 from server.ratelimit import RateLimit, RateLimits
 from server.services import open_services, services_of
 from server.settings import Settings
@@ -122,6 +123,7 @@ def _routes(settings: Settings, simulator: Simulator | None) -> list[BaseRoute]:
 def _middleware(settings: Settings, rate_limits: RateLimits) -> list[Middleware]:
     return [
         Middleware(RequestContext, quiet=(SIMULATOR_MOUNT,)),
+        Middleware(Tracing, exempt=(SIMULATOR_MOUNT,)),
         Middleware(ErrorShape, exempt=(SIMULATOR_MOUNT,)),
         Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
         Middleware(Deadline, seconds=settings.request_deadline_s),

@@ -8,7 +8,7 @@ AUDIT := tests/http_audit/node_modules/.installed
 GRAPHIQL := server/static/graphiql
 GRAPHIQL_NPM := server/graphiql/node_modules
 
-.PHONY: assets serve test test-fast test-newest lint format bench schema docs clean
+.PHONY: assets serve test test-fast test-newest lint format bench schema documents docs clean
 
 # The runtime dependencies, for `make serve`; the dev extras on top, for `make test`. The dev
 # stamp is older than a new runtime one, so a change to pyproject.toml redoes both.
@@ -72,6 +72,10 @@ format: $(DEV_STAMP)
 
 schema: $(STAMP)
 	$(BIN)/provgraph schema > schema.graphql
+
+# The trusted documents (PERSISTED_QUERIES=only): the frontend's, from tests/queries.
+documents: $(STAMP)
+	$(BIN)/provgraph documents > server/persisted-documents.json
 
 # The configuration tables in README.md, from the Settings fields' groups and descriptions.
 docs: $(STAMP)

@@ -23,9 +23,11 @@ from server.middleware.deadline import Deadline
 from server.middleware.error_shape import ErrorShape
 from server.middleware.request_context import REQUEST_ID_HEADER, RequestContext
 from server.middleware.tracing import Tracing
+from server.persisted import trusted_documents
 from server.ratelimit import RateLimit, RateLimits
 from server.services import open_services, services_of
 from server.settings import Settings
+from server.sse import TOKEN_HEADER
 from soap.simulator import MOUNT as SIMULATOR_MOUNT
 from soap.simulator.server import Simulator
 
@@ -67,6 +69,7 @@ def create_app(
     settings = settings or Settings()
     settings.upstream_credentials()  # fails now, not at the first request, when unset
     check_settings(settings)
+    trusted_documents(settings)  # a manifest that cannot be used fails now, in one line
     jwts = jwt_verifier(settings)
     rate_limits = RateLimits(
         rate_limit=settings.rate_limit,
@@ -102,13 +105,16 @@ def create_app(
 def _routes(settings: Settings, simulator: Simulator | None) -> list[BaseRoute]:
     # Browsers' cross-origin handshakes are refused unless ALLOWED_ORIGINS lists the origin.
     graphql = GraphQLApp(
-        schema, keep_alive=True, keep_alive_interval=15, allowed_origins=settings.allowed_origins
+        schema,
+        keep_alive_s=settings.keep_alive_s,
+        allowed_origins=settings.allowed_origins,
     )
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
-        Route("/graphql", graphql, methods=["GET", "POST"]),
+        # PUT and DELETE: GraphQL over SSE's single connection mode (server/sse.py).
+        Route("/graphql", graphql, methods=["GET", "POST", "PUT", "DELETE"]),
         Mount(ASSETS_MOUNT, app=GraphiQLAssets()),
         Route("/exports/provisioning-history.csv", history_csv),
         Route("/exports/provisioning-report.csv", report_csv),
@@ -130,8 +136,9 @@ def _middleware(settings: Settings, rate_limits: RateLimits) -> list[Middleware]
         Middleware(
             CORSMiddleware,
             allow_origins=settings.allowed_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type", REQUEST_ID_HEADER],
+            # PUT, DELETE and the token header: GraphQL over SSE's single connection mode.
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["authorization", "content-type", REQUEST_ID_HEADER, TOKEN_HEADER],
             expose_headers=[REQUEST_ID_HEADER, "retry-after", FAILURES_HEADER],
             max_age=600,
         ),

@@ -1,5 +1,6 @@
 """The ``provgraph`` command: ``serve`` the API, ``simulate`` the upstream alone,
-``migrate`` the database, print the ``schema`` or the ``settings``, manage API ``tokens``."""
+``migrate`` the database, print the ``schema``, the ``settings`` or the trusted ``documents``,
+manage API ``tokens``."""
 
 import argparse
 import asyncio
@@ -9,6 +10,7 @@ import socket
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
@@ -18,6 +20,8 @@ from graph.schema import schema
 from resolvers.database import create_engine, migrate
 from server.app import create_app
 from server.logs import configure_logging
+from server.persisted import manifest_json, manifest_of
+from server.services import streams_of
 from server.settings import Settings
 from server.settings_doc import BEGIN, END, settings_markdown, with_settings_tables
 from server.startup import StartupProblem, check_database, listening_socket, read_settings
@@ -41,6 +45,20 @@ def _run(server: uvicorn.Server, sock: socket.socket) -> None:
         server.run(sockets=[sock])
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, which ends the app's HTTP streams when told to exit: it waits for
+    every response to end before it shuts down, and a subscription's never would."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self.app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if (streams := streams_of(self.app)) is not None:
+            streams.drain()
+
+
 def _serve(args: argparse.Namespace) -> None:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if args.dev:
@@ -62,14 +80,15 @@ def _serve(args: argparse.Namespace) -> None:
     log = logging.getLogger("provgraph")
     upstream = "the embedded simulator" if configured.uses_simulator else configured.upstream_url
     log.info("upstream: %s", upstream)
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(
             app,
             log_level=configured.log_level,
             log_config=None,  # configure_logging's, for uvicorn's own lines too
             access_log=False,  # RequestContext writes one line per request, with its id
             ws_max_size=configured.max_body_bytes,  # a WebSocket message is bounded too
-        )
+        ),
+        app,
     )
     log.info("listening on %s", _address(sock))
     _run(server, sock)
@@ -103,6 +122,13 @@ def _migrate(args: argparse.Namespace) -> None:
 
 def _schema(args: argparse.Namespace) -> None:
     print(schema.as_str())
+
+
+def _documents(args: argparse.Namespace) -> None:
+    try:
+        print(manifest_json(manifest_of(args.directory)), end="")
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"provgraph documents: {error}") from None
 
 
 def _settings(args: argparse.Namespace) -> None:
@@ -163,6 +189,19 @@ def main(argv: list[str] | None = None) -> None:
         help=f"instead, rewrite the tables between the {BEGIN} and {END} lines of FILE",
     )
     settings.set_defaults(run=_settings)
+    documents = commands.add_parser(
+        "documents",
+        help="print the manifest of trusted documents (PERSISTED_QUERIES=only): each "
+        "document's SHA-256 hash to its text, as GraphQL Code Generator writes it",
+    )
+    documents.add_argument(
+        "directory",
+        nargs="?",
+        type=Path,
+        default=Path("tests/queries"),
+        help="where the documents are, one per .graphql file (default tests/queries)",
+    )
+    documents.set_defaults(run=_documents)
     add_token_commands(commands.add_parser("tokens", help="create, list and revoke API tokens"))
     args = parser.parse_args(argv)
     try:

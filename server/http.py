@@ -8,14 +8,19 @@ without a ``data`` entry, as the spec asks.
 Bodies, GET parameters and WebSocket messages are read strictly before anything runs:
 UTF-8, JSON nested at most MAX_JSON_DEPTH deep, no NUL or lone surrogate in any string
 (the document's literals included); over HTTP anything else is a 400 BAD_USER_INPUT.
-A subscription over plain HTTP is one too: subscriptions need a WebSocket.
+A subscription over plain HTTP is one too: it needs a WebSocket or a stream.
+
+Subscriptions (and any operation) also stream over HTTP: Apollo's multipart protocol
+(``Accept: multipart/mixed;subscriptionSpec="1.0"``) and GraphQL over SSE (``Accept:
+text/event-stream``; distinct connections mode here, single connection mode in
+server/sse.py), all held to a socket's rules by server/streams.py.
 """
 
 import json
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from graphql import GraphQLError, GraphQLSyntaxError, Lexer, Source, TokenKind
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -23,11 +28,22 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.directive import StrawberryDirective
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.streaming import (
+    HTTPStreamTransport,
+    MultipartSubscriptionTransport,
+    SSETransport,
+)
 from strawberry.http.types import QueryParams
 from strawberry.schema.base import BaseSchema
 from strawberry.schema.exceptions import InvalidOperationTypeError
-from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.subscriptions import (
+    GRAPHQL_SSE_PROTOCOL,
+    GRAPHQL_TRANSPORT_WS_PROTOCOL,
+    GRAPHQL_WS_PROTOCOL,
+    MULTIPART_SUBSCRIPTION_PROTOCOL,
+)
+from strawberry.types import ExecutionContext, ExecutionResult, SubscriptionExecutionResult
 from strawberry.types.base import StrawberryObjectDefinition
 from strawberry.types.enum import StrawberryEnumDefinition
 from strawberry.types.graphql import OperationType
@@ -38,16 +54,28 @@ from strawberry.types.unset import UnsetType
 from graph.context import Context
 from models.principal import ANONYMOUS
 from models.text import UNSTORABLE_RULE, storable
+from resolvers.auth import Unauthenticated
 from server.auth import principal_of, upgrade_principal
 from server.development import graphiql_page
-from server.services import context_for
+from server.services import context_for, services_of, services_of_context
 from server.sockets import MAX_OPERATIONS_PER_SOCKET, SocketGuard, handshake
+from server.sse import SingleConnection
+from server.streams import unauthenticated
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 MAX_JSON_DEPTH = 32
 """How deep the JSON of a request or WebSocket message may nest. Our deepest input sits 5
 levels below the body; json.loads recurses in C and graphql-core in Python, so text
 nested thousands deep would otherwise end in a RecursionError, a masked 500."""
+
+SUBSCRIPTION_PROTOCOLS = (
+    GRAPHQL_TRANSPORT_WS_PROTOCOL,
+    GRAPHQL_WS_PROTOCOL,
+    MULTIPART_SUBSCRIPTION_PROTOCOL,
+    GRAPHQL_SSE_PROTOCOL,
+)
+"""What /graphql speaks beside single requests: two WebSocket protocols, and streams over
+HTTP (Apollo's multipart subscriptions, GraphQL over SSE)."""
 
 _UNSTORABLE_MESSAGE = f"text {UNSTORABLE_RULE}"
 
@@ -144,17 +172,25 @@ def _accepts_graphql_response(accept: str) -> bool:
     return False
 
 
+def _untrusted(context: object, query: str | None) -> AsyncGenerator[Any, None] | None:
+    """The refusal of a document sent in full that PERSISTED_QUERIES=only does not run."""
+    if not isinstance(context, Context):
+        raise TypeError("a GraphQL context made outside the server")
+    return services_of_context(context).persisted.refused(query)
+
+
 class _Served(BaseSchema):
     """The schema as this app runs it, over each transport (the view takes any
     ``BaseSchema``; everything not said here is the schema's own):
 
-    - no subscription over plain HTTP: Strawberry would let one through to graphql-core's
-      execute, which resolves its root field as a query's and fails on the stream it
-      gets, a masked error. No streaming HTTP protocol is enabled, so a subscription
-      needs a WebSocket.
+    - no subscription over plain HTTP (a request that accepts no stream): Strawberry
+      would let one through to graphql-core's execute, which resolves its root field as a
+      query's and fails on the stream it gets, a masked error.
     - every operation over graphql-ws, which Strawberry runs through ``subscribe``: the
       protocol (and clients that still speak it) sends queries and mutations too, as over
       graphql-transport-ws, which Strawberry runs through ``stream``.
+    - with PERSISTED_QUERIES=only, over those (where documents are sent in full) only
+      trusted documents: HTTP requests are held to it in ``GraphQLApp.execute_operation``.
     """
 
     def __init__(self, schema: BaseSchema) -> None:
@@ -193,8 +229,9 @@ class _Served(BaseSchema):
                 raise
             raise HTTPException(
                 400,
-                "Subscriptions run over a WebSocket at /graphql "
-                "(graphql-transport-ws or graphql-ws), not over plain HTTP.",
+                "A subscription needs a stream: a WebSocket at /graphql (graphql-transport-ws "
+                "or graphql-ws), or a request that accepts multipart/mixed;"
+                'subscriptionSpec="1.0" or text/event-stream.',
             ) from None
 
     def execute_sync(
@@ -226,6 +263,8 @@ class _Served(BaseSchema):
         operation_name: str | None = None,
         operation_extensions: dict[str, Any] | None = None,
     ) -> AsyncGenerator[Any, None]:
+        if (refused := _untrusted(context_value, query)) is not None:
+            return refused
         return await self._inner.stream(
             query,
             variable_values=variable_values,
@@ -246,6 +285,8 @@ class _Served(BaseSchema):
         operation_extensions: dict[str, Any] | None = None,
         allowed_operation_types: Iterable[OperationType] | None = None,
     ) -> AsyncGenerator[Any, None]:
+        if (refused := _untrusted(context_value, query)) is not None:
+            return refused
         return await self._inner.stream(
             query,
             variable_values=variable_values,
@@ -288,14 +329,29 @@ class GraphQLApp(GraphQL[Context, None]):
         self,
         schema: BaseSchema,
         *,
+        keep_alive_s: float,
         max_subscriptions_per_connection: int | None = MAX_OPERATIONS_PER_SOCKET,
         **options: Any,
     ) -> None:
         # The per-socket cap is the guard's alone, so that its error carries a code.
-        super().__init__(_Served(schema), max_subscriptions_per_connection=None, **options)
+        super().__init__(
+            _Served(schema),
+            keep_alive=True,
+            keep_alive_interval=keep_alive_s,
+            subscription_protocols=SUBSCRIPTION_PROTOCOLS,
+            max_subscriptions_per_connection=None,
+            **options,
+        )
         self.max_operations_per_socket = max_subscriptions_per_connection
+        self.stream_transport_classes_by_protocol = _transports(keep_alive_s)
+        self.single_connection = SingleConnection(
+            self.schema, self.process_result, self.decode_json, keep_alive_s
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and SingleConnection.claims(scope):
+            await self.single_connection(scope, receive, send)
+            return
         if scope["type"] != "websocket":
             await super().__call__(scope, receive, send)
             return
@@ -343,9 +399,43 @@ class GraphQLApp(GraphQL[Context, None]):
                 400, f"The request is not valid JSON (line {error.lineno}, column {error.colno})."
             ) from None
 
+    async def execute_operation(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        request_data: GraphQLRequestData | list[GraphQLRequestData],
+        context: Context,
+        root_value: None,
+        sub_response: Response,
+    ) -> ExecutionResult | list[ExecutionResult] | SubscriptionExecutionResult:
+        # A document named by its hash runs in its place, or is refused (server/persisted.py).
+        persisted = services_of_context(context).persisted
+        resolved = await persisted.resolve(request_data, request_adapter, self.decode_json)
+        if not isinstance(resolved, GraphQLRequestData | list):
+            return resolved
+        return await super().execute_operation(
+            request, request_adapter, resolved, context, root_value, sub_response
+        )
+
     async def render_graphql_ide(self, request: Request) -> Response:
         # The page may carry the development token: no cache, shared or private, keeps it.
         return HTMLResponse(graphiql_page(request), headers={"cache-control": "no-store"})
+
+    async def create_streaming_response(
+        self,
+        request: Request | WebSocket,
+        stream: Callable[[], AsyncIterator[str]],
+        sub_response: Response,
+        headers: Mapping[str, str],
+    ) -> Response:
+        streams = services_of(request).streams
+        principal = principal_of(request)
+        if (refusal := streams.refusal(principal)) is not None:
+            return refusal
+        accept = request.headers.get("accept", "")
+        last_words = _multipart_last_words if _MULTIPART.accepts(accept) else _sse_last_words
+        held = streams.hold(stream(), request, principal, last_words)
+        return await super().create_streaming_response(request, lambda: held, sub_response, headers)
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         sub_response = _SubResponse()
@@ -378,6 +468,46 @@ class GraphQLApp(GraphQL[Context, None]):
         response.headers.raw.extend(sub_response.headers.raw)
         response.background = sub_response.background
         return response
+
+
+def _transports(keep_alive_s: float) -> dict[str, type[HTTPStreamTransport]]:
+    """Strawberry's HTTP stream transports, with the WebSockets' keep-alive interval."""
+
+    class Multipart(MultipartSubscriptionTransport):
+        heartbeat_interval = keep_alive_s
+
+        def allowed_operation_types(
+            self, allowed_operation_types: set[OperationType]
+        ) -> Iterable[OperationType]:
+            # Apollo's protocol is for subscriptions, but a query sent this way has one
+            # answer to give, not a masked error: one part, then the end.
+            return allowed_operation_types
+
+    class Sse(SSETransport):
+        def __init__(self) -> None:
+            super().__init__(keep_alive_s)
+
+    return {MULTIPART_SUBSCRIPTION_PROTOCOL: Multipart, GRAPHQL_SSE_PROTOCOL: Sse}
+
+
+_MULTIPART = MultipartSubscriptionTransport()
+_SSE = SSETransport()
+
+
+def _encode(data: object) -> str:
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _multipart_last_words(error: Unauthenticated) -> str:
+    # A transport error, in the protocol's words: no payload, and the stream is over.
+    part = _MULTIPART.encode_multipart_data(
+        {"payload": None, "errors": [unauthenticated(error)]}, _encode
+    )
+    return part + _MULTIPART.encode_complete()
+
+
+def _sse_last_words(error: Unauthenticated) -> str:
+    return _SSE.encode_next({"errors": [unauthenticated(error)]}, _encode) + _SSE.encode_complete()
 
 
 def _request_error(data: GraphQLHTTPResponse) -> bool:

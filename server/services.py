@@ -13,6 +13,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
 from graph.context import Context, Services
@@ -30,8 +31,10 @@ from resolvers.resilience import CircuitBreaker, Resilience, RetryPolicy, per_se
 from resolvers.tokens import TokenStore
 from resolvers.upstream import CachePolicy, Upstream
 from server.development import client_address, is_local, wants_development_token
+from server.persisted import PersistedQueries, persisted_queries
 from server.ratelimit import RateLimits
 from server.settings import Settings
+from server.streams import HttpStreams
 from soap.client import UwsClient
 from soap.errors import UpstreamError
 
@@ -45,6 +48,8 @@ class ServerServices(Services):
     engine: AsyncEngine
     authenticator: Authenticator
     rate_limits: RateLimits
+    streams: HttpStreams
+    persisted: PersistedQueries
 
 
 def services_of(connection: HTTPConnection) -> ServerServices:
@@ -174,6 +179,8 @@ async def open_services(
         engine=engine,
         authenticator=authenticator,
         rate_limits=rate_limits,
+        streams=HttpStreams(authenticator, rate_limits, settings.ws_recheck_s),
+        persisted=persisted_queries(settings, cache.backend),
     )
     tracing = tracer_provider(settings)
     if tracing is not None:
@@ -196,3 +203,9 @@ async def open_services(
             trace_operations(False)
             # Exports the spans still queued, which may wait on the collector.
             await asyncio.to_thread(tracing.shutdown)
+
+
+def streams_of(app: Starlette) -> HttpStreams | None:
+    """The app's HTTP streams while it is serving; None before it started or after."""
+    services: ServerServices | None = getattr(app.state, "services", None)
+    return None if services is None else services.streams

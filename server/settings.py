@@ -1,5 +1,6 @@
 """All configuration, read once from the environment and an optional ``.env`` file."""
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from limits import parse
@@ -365,9 +366,10 @@ class Settings(BaseSettings):
     ws_recheck_s: float = Field(
         default=30.0,
         gt=0,
-        description="How often an open WebSocket's API token is checked again, seconds; a "
-        "revoked or expired one closes the socket (graphql-transport-ws: 4403; graphql-ws: "
-        "`connection_error`, then a close). A JWT's socket closes when its `exp` (plus "
+        description="How often an open WebSocket's or HTTP subscription stream's API token is "
+        "checked again, seconds; a revoked or expired one closes the socket (graphql-transport-ws: "
+        "4403; graphql-ws: `connection_error`, then a close) or ends the stream with an "
+        "`UNAUTHENTICATED` error. A JWT's socket or stream ends when its `exp` (plus "
         "`AUTH_JWT_LEEWAY_S`) passes, and every new operation on a socket checks too.",
         json_schema_extra={"group": "limits"},
     )
@@ -385,10 +387,19 @@ class Settings(BaseSettings):
     max_subscriptions_per_credential: int = Field(
         default=100,
         ge=1,
-        description="Operations in flight over WebSockets (in practice: subscriptions) one "
-        "credential may have on this replica, across all its sockets; one more gets an "
-        "error coded `TOO_MANY_SUBSCRIPTIONS`. One socket holds at most 100.",
+        description="Operations in flight over WebSockets and HTTP streams (in practice: "
+        "subscriptions) one credential may have on this replica, across all its sockets and "
+        "streams; one more gets an error coded `TOO_MANY_SUBSCRIPTIONS` (over HTTP, a 429). "
+        "One socket holds at most 100.",
         json_schema_extra={"group": "limits"},
+    )
+    keep_alive_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often a quiet subscription connection gets a keep-alive, seconds: a "
+        "WebSocket `ping` (graphql-transport-ws) or `ka` (graphql-ws), an SSE comment, an "
+        "empty multipart part. Below the idle timeout of every proxy on the way.",
+        json_schema_extra={"group": "service"},
     )
     max_report_jobs_per_credential: int = Field(
         default=4,
@@ -423,6 +434,27 @@ class Settings(BaseSettings):
         "(GraphiQL and code generators need them); false refuses them with "
         "`GRAPHQL_VALIDATION_FAILED`. Set it false in production unless clients introspect "
         "there.",
+        json_schema_extra={"group": "limits"},
+    )
+    persisted_queries: Literal["apq", "only", "off"] = Field(
+        default="apq",
+        description="Documents named by SHA-256 hash instead of sent (Apollo's "
+        "`extensions.persistedQuery`, or a `documentId`): `apq` (a name finds a document of "
+        "`PERSISTED_DOCUMENTS`, or one a client registered by sending it with its hash, kept "
+        "where `CACHE_URL` says, so replicas share them; any document runs), `only` (trusted "
+        "documents: only those of `PERSISTED_DOCUMENTS` run, named or sent in full; others "
+        "are refused with `PERSISTED_QUERY_NOT_ALLOWED`) or `off` (a name alone is refused "
+        "with `PERSISTED_QUERY_NOT_SUPPORTED`).",
+        json_schema_extra={"group": "limits"},
+    )
+    persisted_documents: Path | None = Field(
+        default=None,
+        description="The manifest of trusted documents, which names find (and with "
+        "`PERSISTED_QUERIES=only` the only documents that run): a JSON "
+        "object of documents by their SHA-256 hashes, as GraphQL Code Generator's client "
+        "preset writes it (`persistedDocuments: true`). Unset: the frontend's documents, "
+        "`server/persisted-documents.json` (`provgraph documents` writes it from "
+        "`tests/queries`). One that cannot be read stops the start.",
         json_schema_extra={"group": "limits"},
     )
 

@@ -2,9 +2,8 @@
 
 A socket is authenticated once, at ``connection_init``, but may stay open for days. So:
 
-- its credential is checked again: an API token every ``WS_RECHECK_S`` (it may be
-  revoked or expire), a JWT when its ``exp`` (plus the leeway) passes, and either before
-  every new operation. One that no longer holds closes the socket: graphql-transport-ws
+- its credential is checked again (server/credentials.py), and before every new
+  operation. One that no longer holds closes the socket: graphql-transport-ws
   closes 4403; graphql-ws answers ``connection_error``, then closes 4403.
 - its ``connection_init`` and every operation it starts count against the credential's
   rate limit, as HTTP requests do; over it, the handshake closes 1013 (try again later)
@@ -41,6 +40,7 @@ from graph.context import Context
 from models.errors import ErrorCode
 from resolvers.auth import Unauthenticated
 from server.auth import authenticate_connection_init
+from server.credentials import lapse, recheck
 from server.ratelimit import RateLimited
 from server.services import services_of_context
 
@@ -314,31 +314,17 @@ class SocketGuard:
 
     async def _recheck(self, context: Context) -> None:
         """Raises ``Unauthenticated`` once the credential no longer holds."""
-        try:
-            await services_of_context(context).authenticator.recheck(
-                context.authorization, local=context.local
-            )
-        except Unauthenticated:
-            raise
-        except Exception as error:
-            # The token store unreachable says nothing about the token, which held at its
-            # last check: the socket and its operations go on, and it is asked again at
-            # the next check, rather than the error closing the socket with a traceback.
-            log.warning("re-checking a WebSocket's token failed: %s", type(error).__name__)
+        authenticator = services_of_context(context).authenticator
+        await recheck(authenticator, context.authorization, local=context.local)
 
     async def _watch_credential(self) -> None:
         context = self._acknowledged()
-        authenticator = services_of_context(context).authenticator
-        interval = services_of_context(context).settings.ws_recheck_s
-        while True:
-            delay = interval
-            seconds_left = authenticator.seconds_left(context.authorization)
-            if seconds_left is not None:
-                delay = min(delay, seconds_left)
-            await asyncio.sleep(delay)
-            try:
-                await self._recheck(context)
-            except Unauthenticated as error:
-                log.info("WebSocket closed: %s", error.reason)
-                await self.close(FORBIDDEN, error.reason, _unauthenticated(error))
-                return
+        services = services_of_context(context)
+        error = await lapse(
+            services.authenticator,
+            context.authorization,
+            local=context.local,
+            interval_s=services.settings.ws_recheck_s,
+        )
+        log.info("WebSocket closed: %s", error.reason)
+        await self.close(FORBIDDEN, error.reason, _unauthenticated(error))

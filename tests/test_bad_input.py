@@ -153,10 +153,12 @@ async def test_subscription_after_must_be_ascii_digits(api, after):
 
 
 async def test_subscriptions_over_plain_http_are_400(api):
+    # A request that accepts no stream: the answer says which would do.
     body = json.dumps({"query": document("RecipeCreated"), "variables": {"after": "\u00b2"}})
     assert refusal(await post(api, body)) == (
-        "Subscriptions run over a WebSocket at /graphql "
-        "(graphql-transport-ws or graphql-ws), not over plain HTTP."
+        "A subscription needs a stream: a WebSocket at /graphql (graphql-transport-ws or "
+        'graphql-ws), or a request that accepts multipart/mixed;subscriptionSpec="1.0" or '
+        "text/event-stream."
     )
 
 

@@ -352,6 +352,20 @@ async def test_cors_allows_only_the_configured_origins(small, api):
     assert "x-request-id" in actual.headers["access-control-expose-headers"]
 
 
+async def test_cors_allows_graphql_over_sse_single_connection_mode(small):
+    # Its reservation (PUT), its stop (DELETE) and its token header, from a page elsewhere.
+    async with httpx.AsyncClient() as http:
+        for method in ("PUT", "DELETE"):
+            asked = {
+                **preflight(ALLOWED_ORIGIN),
+                "access-control-request-method": method,
+                "access-control-request-headers": "authorization, x-graphql-event-stream-token",
+            }
+            allowed = await http.options(f"{small.base_url}/graphql", headers=asked)
+            assert allowed.status_code == 200, allowed.text
+            assert method in allowed.headers["access-control-allow-methods"]
+
+
 @pytest.mark.parametrize(
     ("origin", "accepted"),
     [("https://elsewhere.example", False), (ALLOWED_ORIGIN, True), (None, True)],

@@ -237,7 +237,7 @@ async def test_a_token_store_outage_does_not_close_an_open_socket(
             await opened.start("2", "{ __typename }")
             assert (await opened.answer("2"))["type"] == data_type(protocol)
     warnings = [
-        r for r in caplog.records if r.name == "server.sockets" and r.levelname == "WARNING"
+        r for r in caplog.records if r.name == "server.credentials" and r.levelname == "WARNING"
     ]
     assert warnings
     assert issued.secret not in caplog.text

@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 AUDIT := tests/http_audit/node_modules/.installed
+CLIENTS := tests/clients/node_modules/.installed
 GRAPHIQL := server/static/graphiql
 GRAPHIQL_NPM := server/graphiql/node_modules
 
@@ -28,6 +29,13 @@ $(AUDIT): tests/http_audit/package-lock.json
 	npm ci --prefix tests/http_audit --no-audit --no-fund --loglevel=error
 	touch $(AUDIT)
 
+# The JavaScript clients the tests drive the service with (npm: Apollo Client, graphql-sse,
+# graphql-ws).
+$(CLIENTS): tests/clients/package-lock.json
+	@command -v npm >/dev/null || { echo "make test needs Node.js and npm (for the JavaScript client tests)"; exit 1; }
+	npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
+	touch $(CLIENTS)
+
 # GraphiQL's files, which the service serves itself (no CDN), pinned in
 # server/graphiql/package-lock.json; and the frontend's documents, its example tabs.
 $(GRAPHIQL)/.installed: server/graphiql/package-lock.json $(wildcard tests/queries/*.graphql)
@@ -47,7 +55,7 @@ assets: $(GRAPHIQL)/.installed
 serve: $(STAMP) assets
 	$(BIN)/provgraph serve --dev
 
-test: lint $(AUDIT) assets
+test: lint $(AUDIT) $(CLIENTS) assets
 	$(BIN)/python -m pytest
 
 # The in-process tier alone (tests/fast/): GraphQL documents against the schema, no server.
@@ -84,9 +92,10 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.history
 	$(BIN)/python -m bench.graphql
+	$(BIN)/python -m bench.whole_history
 	$(BIN)/python -m bench.reports
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.load
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .hypothesis $(GRAPHIQL_NPM) $(GRAPHIQL)/.installed
+	rm -rf $(VENV) tests/clients/node_modules tests/http_audit/node_modules *.egg-info .pytest_cache .ruff_cache .hypothesis $(GRAPHIQL_NPM) $(GRAPHIQL)/.installed

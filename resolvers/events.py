@@ -210,6 +210,11 @@ class EventHub:
                     )
                 if item is _CLOSED:  # the server is shutting down: end the stream cleanly
                     return
+                # The hub may lag the commits: a subscriber asking for what follows an
+                # event it saw (the mutation's answer) before the hub had delivered that
+                # event gets it queued live, and must not see it again.
+                if after is not None and item.seq is not None and item.seq <= after:
+                    continue
                 yield item
         finally:
             self._subscribers.discard(subscriber)

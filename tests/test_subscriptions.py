@@ -153,6 +153,36 @@ async def test_a_slow_subscriber_is_dropped_and_others_go_on(tmp_path: Path):
         await engine.dispose()
 
 
+async def test_after_an_event_the_hub_has_not_delivered_yet_skips_it(tmp_path: Path):
+    # The mutation answers once its transaction commits; the hub hands the row out
+    # later. A client that subscribes in between, after the event it was just given, must
+    # get the next event first, not that one again.
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/hub.db")
+    await migrate(engine)
+    store = RecipeStore(sessions(engine))
+    hub = EventHub(store, Broker(), queue_size=10, poll_s=3600)
+    await hub.start()
+    try:
+
+        async def create(brand: str) -> int:
+            outcome = await store.create(
+                NewRecipe(organization_uid="a" * 32, brand=brand), LOCAL_DEVELOPER, lambda _: None
+            )
+            assert outcome.seq is not None
+            return outcome.seq
+
+        seen = await create("first")  # committed; the hub has not caught up
+        assert hub.delivered < seen
+        stream = hub.subscribe(lambda row: True, seen)
+        first = asyncio.create_task(anext(stream))
+        following = await create("second")
+        await hub.catch_up()
+        assert (await first).seq == following
+    finally:
+        await hub.stop()
+        await engine.dispose()
+
+
 @contextmanager
 def redis_server():
     """A Redis of this test's own, to stop and start again; yields (url, restart, stop)."""

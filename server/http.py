@@ -20,6 +20,7 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
+import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from graphql import GraphQLError, GraphQLSyntaxError, Lexer, Source, TokenKind
 from starlette.requests import Request
@@ -78,6 +79,12 @@ SUBSCRIPTION_PROTOCOLS = (
 HTTP (Apollo's multipart subscriptions, GraphQL over SSE)."""
 
 _UNSTORABLE_MESSAGE = f"text {UNSTORABLE_RULE}"
+
+
+def json_text(data: object) -> str:
+    """A response, a stream's message or a socket's, as compact JSON: orjson builds a
+    500-edge page's text about ten times faster than the standard library."""
+    return orjson.dumps(data).decode()
 
 
 class _RefusedJson(json.JSONDecodeError):
@@ -345,7 +352,7 @@ class GraphQLApp(GraphQL[Context, None]):
         self.max_operations_per_socket = max_subscriptions_per_connection
         self.stream_transport_classes_by_protocol = _transports(keep_alive_s)
         self.single_connection = SingleConnection(
-            self.schema, self.process_result, self.decode_json, keep_alive_s
+            self.schema, self.process_result, self.decode_json, json_text, keep_alive_s
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -371,6 +378,10 @@ class GraphQLApp(GraphQL[Context, None]):
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         await handshake(context)
         return await super().on_ws_connect(context)
+
+    def encode_json(self, data: object) -> str:
+        # Text, not bytes: a WebSocket message goes out as a text frame only when it is.
+        return json_text(data)
 
     def decode_json(self, data: str | bytes) -> object:
         # Request bodies, GET variables and WebSocket messages alike. Over a WebSocket a
@@ -494,20 +505,18 @@ _MULTIPART = MultipartSubscriptionTransport()
 _SSE = SSETransport()
 
 
-def _encode(data: object) -> str:
-    return json.dumps(data, separators=(",", ":"))
-
-
 def _multipart_last_words(error: Unauthenticated) -> str:
     # A transport error, in the protocol's words: no payload, and the stream is over.
     part = _MULTIPART.encode_multipart_data(
-        {"payload": None, "errors": [unauthenticated(error)]}, _encode
+        {"payload": None, "errors": [unauthenticated(error)]}, json_text
     )
     return part + _MULTIPART.encode_complete()
 
 
 def _sse_last_words(error: Unauthenticated) -> str:
-    return _SSE.encode_next({"errors": [unauthenticated(error)]}, _encode) + _SSE.encode_complete()
+    return (
+        _SSE.encode_next({"errors": [unauthenticated(error)]}, json_text) + _SSE.encode_complete()
+    )
 
 
 def _request_error(data: GraphQLHTTPResponse) -> bool:

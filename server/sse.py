@@ -24,7 +24,6 @@ or clients use distinct connections mode, or a WebSocket, which need no affinity
 
 import asyncio
 import contextvars
-import json
 import secrets
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -67,10 +66,7 @@ EVENT_STREAM_HEADERS = {
 
 Process = Callable[[Request, ExecutionResult], Awaitable[GraphQLHTTPResponse]]
 Decode = Callable[[bytes], Any]
-
-
-def _encode(data: object) -> str:
-    return json.dumps(data, separators=(",", ":"))
+Encode = Callable[[object], str]
 
 
 def _problem(status: int, message: str, code: ErrorCode = ErrorCode.BAD_USER_INPUT) -> Response:
@@ -108,11 +104,17 @@ class SingleConnection:
     """The reservations of this process, and the requests of the protocol's mode."""
 
     def __init__(
-        self, schema: BaseSchema, process: Process, decode: Decode, keep_alive_s: float
+        self,
+        schema: BaseSchema,
+        process: Process,
+        decode: Decode,
+        encode: Encode,
+        keep_alive_s: float,
     ) -> None:
         self._schema = schema
         self._process = process
         self._decode = decode
+        self._encode = encode
         self._sse = SSETransport(keep_alive_s)
         self._reservations: dict[str, _Reservation] = {}
 
@@ -208,8 +210,8 @@ class SingleConnection:
             # Every operation ends with the error, as a socket's do when it closes.
             failure = {"errors": [unauthenticated(error)]}
             return "".join(
-                self._sse.encode_event("next", _encode({"id": op, "payload": failure}))
-                + self._sse.encode_event("complete", _encode({"id": op}))
+                self._sse.encode_event("next", self._encode({"id": op, "payload": failure}))
+                + self._sse.encode_event("complete", self._encode({"id": op}))
                 for op in reservation.operations
             )
 
@@ -266,8 +268,10 @@ class SingleConnection:
                     continue  # incremental delivery (@defer, @stream): not in this schema
                 payload = await self._process(request, result)
                 message = {"id": operation_id, "payload": payload}
-                await reservation.messages.put(self._sse.encode_event("next", _encode(message)))
-            complete = _encode({"id": operation_id})
+                await reservation.messages.put(
+                    self._sse.encode_event("next", self._encode(message))
+                )
+            complete = self._encode({"id": operation_id})
             await reservation.messages.put(self._sse.encode_event("complete", complete))
         finally:
             await results.aclose()

@@ -23,7 +23,13 @@ from models.errors import ErrorCode
 from models.principal import ANONYMOUS, Principal
 from resolvers.auth import Authenticator, Unauthenticated
 from resolvers.identity import JwtVerifier
-from server.development import ASSETS_MOUNT, client_address, is_local, is_loopback
+from server.development import (
+    ASSETS_MOUNT,
+    asks_for_graphiql,
+    client_address,
+    is_local,
+    is_loopback,
+)
 from server.ratelimit import RateLimited, RateLimits, too_many_requests
 from server.responses import error_response, route_path
 from server.services import services_of, services_of_context
@@ -91,14 +97,9 @@ async def _authenticate(connection: HTTPConnection, authorization: str | None) -
 
 
 def _graphiql_page(connection: HTTPConnection) -> bool:
-    # The very test Strawberry's view applies before it serves GraphiQL instead of
-    # running anything (BaseView.should_render_graphql_ide).
-    accept = connection.headers.get("accept", "")
-    return (
-        connection.scope["method"] == "GET"
-        and route_path(connection.scope) == "/graphql"
-        and connection.query_params.get("query") is None
-        and ("text/html" in accept or "*/*" in accept)
+    # The page alone is open; the view answers with it by the very same rule.
+    return route_path(connection.scope) == "/graphql" and asks_for_graphiql(
+        connection.scope["method"], connection.query_params, connection.headers.get("accept", "")
     )
 
 

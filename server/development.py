@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -133,6 +134,18 @@ def announce(token: str) -> None:
         " only, for requests made on this host):"
         f"\n  Authorization: Bearer {token}\n",
         flush=True,
+    )
+
+
+def asks_for_graphiql(method: str, parameters: Mapping[str, object], accept: str) -> bool:
+    """Whether a request to /graphql is answered with GraphiQL rather than run: a browser's
+    GET that names no operation, neither by its document nor by a persisted one's id.
+    Strawberry's own test (``should_render_graphql_ide``) looks at ``query`` only, and
+    curl's ``Accept: */*`` would get the page for a ``documentId``."""
+    return (
+        method == "GET"
+        and not any(parameters.get(name) for name in ("query", "documentId", "extensions"))
+        and ("text/html" in accept or "*/*" in accept)
     )
 
 

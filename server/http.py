@@ -30,6 +30,7 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.directive import StrawberryDirective
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.base import BaseRequestProtocol
 from strawberry.http.streaming import (
     HTTPStreamTransport,
     MultipartSubscriptionTransport,
@@ -57,7 +58,7 @@ from models.principal import ANONYMOUS
 from models.text import UNSTORABLE_RULE, storable
 from resolvers.auth import Unauthenticated
 from server.auth import principal_of, upgrade_principal
-from server.development import graphiql_page
+from server.development import asks_for_graphiql, graphiql_page
 from server.services import context_for, services_of, services_of_context
 from server.sockets import MAX_OPERATIONS_PER_SOCKET, SocketGuard, handshake
 from server.sse import SingleConnection
@@ -426,6 +427,11 @@ class GraphQLApp(GraphQL[Context, None]):
             return resolved
         return await super().execute_operation(
             request, request_adapter, resolved, context, root_value, sub_response
+        )
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        return asks_for_graphiql(
+            request.method, request.query_params, request.headers.get("accept", "")
         )
 
     async def render_graphql_ide(self, request: Request) -> Response:

@@ -147,6 +147,19 @@ async def test_a_hash_that_is_not_the_documents_runs_nothing_and_stores_nothing(
         assert (await post(api, {"extensions": apq(hash_)})).json()["errors"] == [NOT_FOUND]
 
 
+async def test_a_get_naming_a_document_runs_it_whatever_it_accepts(api: Api):
+    # curl's Accept: */* would otherwise get GraphiQL's page, unauthenticated.
+    async with httpx.AsyncClient(timeout=WAIT_S) as http:
+        response = await http.get(
+            f"{api.base_url}/graphql",
+            params={"documentId": sha256(RECIPES), "variables": '{"first": 1}'},
+            headers={**api.headers, "accept": "*/*"},
+        )
+        page = await http.get(f"{api.base_url}/graphql", headers={"accept": "*/*"})
+    assert recipe_count(response.json()) == 0
+    assert page.headers["content-type"].startswith("text/html")
+
+
 async def test_a_registered_document_runs_by_get(api: Api):
     text = unique(RECIPES)
     unknown = await get(api, extensions=apq(sha256(text)), variables={"first": 1})

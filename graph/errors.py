@@ -11,6 +11,7 @@ from graph.context import Context
 from models.errors import ErrorCode, WarningCode
 from models.instants import format_api_instant
 from resolvers.cursors import CursorError
+from resolvers.events import SubscriberTooSlow
 from resolvers.history import HistoryPagingError
 from resolvers.upstream import Cost, UpstreamBudgetExceeded
 from soap.errors import UpstreamBadReply, UpstreamError, UpstreamFault, UpstreamUnavailable
@@ -41,6 +42,8 @@ def user_error(message: str, argument: str | None = None) -> GraphQLError:
 def _extensions(error: BaseException) -> dict[str, Any] | None:
     if isinstance(error, CursorError):
         return {"code": ErrorCode.BAD_USER_INPUT}
+    if isinstance(error, SubscriberTooSlow):
+        return {"code": ErrorCode.SUBSCRIBER_TOO_SLOW}
     if isinstance(error, HistoryPagingError):
         return {"code": UpstreamBadReply.category}
     if isinstance(error, UpstreamBudgetExceeded):

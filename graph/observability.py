@@ -15,6 +15,7 @@ from graph.errors import UNEXPECTED
 from graph.errors import _extensions as typed_extensions
 from graph.limits import parse_refused
 from graph.requests import current_request
+from graph.sharing import shared_execution
 from models.errors import ErrorCode
 from resolvers.metrics import OPEN_SUBSCRIPTIONS, REQUESTS
 
@@ -108,12 +109,19 @@ class OperationMetrics(SchemaExtension):
         self._subscribed = False
 
     def on_execute(self) -> Iterator[None]:
-        if self.execution_context.operation_type is OperationType.SUBSCRIPTION:
+        # A group's own operation (graph/sharing.py) is not counted: its members' are.
+        if (
+            self.execution_context.operation_type is OperationType.SUBSCRIPTION
+            and not shared_execution()
+        ):
             self._subscribed = True
             OPEN_SUBSCRIPTIONS.inc()
         yield
 
     def on_operation(self) -> Iterator[None]:
+        if shared_execution():
+            yield
+            return
         outcome: str | None = None
         try:
             yield

@@ -45,6 +45,12 @@ class OperationTracing(SchemaExtension):
         super().__init__()
         self._fields = fields
 
+    @property
+    def wrapped_fields(self) -> frozenset[str]:
+        """The fields with spans: ``resolve`` calls on with every other field unchanged,
+        so compiled plans (``graph.compiled``) may complete those."""
+        return self._fields
+
     def on_operation(self) -> Iterator[None]:
         # Beneath the server's span of an HTTP request the operation is a step of it; over
         # a WebSocket (at most a caller's remote span above it) it is what is served.

@@ -23,6 +23,9 @@ class ErrorCode(StrEnum):
     """A report job's CSV asked for before the job finished."""
     RATE_LIMITED = "RATE_LIMITED"
     TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"
+    SUBSCRIBER_TOO_SLOW = "SUBSCRIBER_TOO_SLOW"
+    """A subscriber fell SUBSCRIBER_QUEUE_SIZE events behind and was dropped: reconnect with
+    ``after`` set to the last event id received."""
     TOO_MANY_INITIALISATION_REQUESTS = "TOO_MANY_INITIALISATION_REQUESTS"
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"

@@ -30,15 +30,37 @@ CHANNEL = "provgraph:outbox"
 class SubscriberTooSlow(Exception):
     """A subscriber fell a whole queue behind and was dropped."""
 
+    @classmethod
+    def behind(cls, queue_size: int) -> "SubscriberTooSlow":
+        return cls(
+            f"Dropped: this subscriber fell {queue_size} events behind. "
+            "Reconnect with after: <the last event id received>."
+        )
+
 
 _DROPPED = object()
 _CLOSED = object()
 
 
 @dataclass(eq=False)
-class _Subscriber:
+class Listener:
+    """The rows a hub delivers from the moment it made this (``EventHub.listen``) that
+    ``accepts`` takes, in order; it ends when the hub stops, and raises SubscriberTooSlow
+    once it has fallen a whole queue behind."""
+
     accepts: Callable[[OutboxEvent], bool]
     queue: asyncio.Queue[Any]
+
+    def __aiter__(self) -> "Listener":
+        return self
+
+    async def __anext__(self) -> OutboxEvent:
+        item = await self.queue.get()
+        if item is _DROPPED:
+            raise SubscriberTooSlow.behind(self.queue.maxsize)
+        if item is _CLOSED:  # the server is shutting down: end the stream cleanly
+            raise StopAsyncIteration
+        return item  # type: ignore[no-any-return]
 
 
 class Broker:
@@ -98,7 +120,7 @@ class EventHub:
     retention: timedelta = timedelta(days=7)
     delivered: int = 0
     """The last outbox sequence number handed to subscribers."""
-    _subscribers: set[_Subscriber] = field(default_factory=set)
+    _subscribers: set[Listener] = field(default_factory=set)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _relay: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -187,37 +209,45 @@ class EventHub:
         self, accepts: Callable[[OutboxEvent], bool], after: int | None
     ) -> AsyncIterator[OutboxEvent]:
         """Events that ``accepts`` takes: first those after ``after`` (replayed), then live."""
-        subscriber = _Subscriber(accepts, asyncio.Queue(self.queue_size))
-        self._subscribers.add(subscriber)
+        listener = self.listen(accepts)
         seam = self.delivered  # rows up to here are replayed; later ones arrive queued
         try:
             if after is not None:
-                cursor = after
-                while cursor < seam:
-                    rows = await self.store.events_after(cursor, until=seam)
-                    if not rows:
-                        break
-                    for row in rows:
-                        if accepts(row):
-                            yield row
-                    cursor = rows[-1].seq or seam
-            while True:
-                item = await subscriber.queue.get()
-                if item is _DROPPED:
-                    raise SubscriberTooSlow(
-                        f"Dropped: this subscriber fell {self.queue_size} events behind. "
-                        "Reconnect with after: <the last event id received>."
-                    )
-                if item is _CLOSED:  # the server is shutting down: end the stream cleanly
-                    return
+                async for row in self.replay(accepts, after, seam):
+                    yield row
+            async for row in listener:
                 # The hub may lag the commits: a subscriber asking for what follows an
                 # event it saw (the mutation's answer) before the hub had delivered that
                 # event gets it queued live, and must not see it again.
-                if after is not None and item.seq is not None and item.seq <= after:
+                if after is not None and row.seq is not None and row.seq <= after:
                     continue
-                yield item
+                yield row
         finally:
-            self._subscribers.discard(subscriber)
+            self.unlisten(listener)
+
+    def listen(self, accepts: Callable[[OutboxEvent], bool]) -> Listener:
+        """A queue of every row delivered from now on that ``accepts`` takes (the rows up to
+        ``delivered`` are the outbox's to replay); ``unlisten`` when done."""
+        listener = Listener(accepts, asyncio.Queue(self.queue_size))
+        self._subscribers.add(listener)
+        return listener
+
+    def unlisten(self, listener: Listener) -> None:
+        self._subscribers.discard(listener)
+
+    async def replay(
+        self, accepts: Callable[[OutboxEvent], bool], after: int, until: int
+    ) -> AsyncIterator[OutboxEvent]:
+        """The outbox's rows after ``after`` up to ``until`` that ``accepts`` takes."""
+        cursor = after
+        while cursor < until:
+            rows = await self.store.events_after(cursor, until=until)
+            if not rows:
+                break
+            for row in rows:
+                if accepts(row):
+                    yield row
+            cursor = rows[-1].seq or until
 
 
 def _replace_queue(queue: asyncio.Queue[Any], item: object) -> None:

@@ -50,3 +50,16 @@ RATE_LIMITED = Counter(
     "provgraph_rate_limited",
     "Requests refused with 429 by the per-credential rate limit.",
 )
+SHARED_EXECUTIONS = Counter(
+    "provgraph_shared_subscription_executions",
+    "Live subscription events executed: once per event for each group of subscribers with "
+    "the same document, variables, organizations and scopes (graph/sharing.py).",
+)
+SHARED_DELIVERIES = Counter(
+    "provgraph_shared_subscription_deliveries",
+    "Results of those executions handed to subscribers.",
+)
+SHARED_GROUPS = Gauge(
+    "provgraph_shared_subscription_groups",
+    "Groups of subscribers sharing one execution per event, open on this process.",
+)

@@ -54,11 +54,13 @@ from strawberry.types.union import StrawberryUnion
 from strawberry.types.unset import UnsetType
 
 from graph.context import Context
+from graph.sharing import SharedSubscriptions
 from models.principal import ANONYMOUS
 from models.text import UNSTORABLE_RULE, storable
 from resolvers.auth import Unauthenticated
 from server.auth import principal_of, upgrade_principal
 from server.development import asks_for_graphiql, graphiql_page
+from server.frames import encode
 from server.services import context_for, services_of, services_of_context
 from server.sockets import MAX_OPERATIONS_PER_SOCKET, SocketGuard, handshake
 from server.sse import SingleConnection
@@ -203,6 +205,8 @@ class _Served(BaseSchema):
 
     def __init__(self, schema: BaseSchema) -> None:
         self._inner = schema
+        # Subscribers who would get the same events share their execution (graph/sharing.py).
+        self._shared = SharedSubscriptions(schema)
         self.config = schema.config
         self.schema_converter = schema.schema_converter
         self.query = schema.query
@@ -273,7 +277,7 @@ class _Served(BaseSchema):
     ) -> AsyncGenerator[Any, None]:
         if (refused := _untrusted(context_value, query)) is not None:
             return refused
-        return await self._inner.stream(
+        return await self._shared.stream(
             query,
             variable_values=variable_values,
             context_value=context_value,
@@ -295,7 +299,7 @@ class _Served(BaseSchema):
     ) -> AsyncGenerator[Any, None]:
         if (refused := _untrusted(context_value, query)) is not None:
             return refused
-        return await self._inner.stream(
+        return await self._shared.stream(
             query,
             variable_values=variable_values,
             context_value=context_value,
@@ -353,7 +357,7 @@ class GraphQLApp(GraphQL[Context, None]):
         self.max_operations_per_socket = max_subscriptions_per_connection
         self.stream_transport_classes_by_protocol = _transports(keep_alive_s)
         self.single_connection = SingleConnection(
-            self.schema, self.process_result, self.decode_json, json_text, keep_alive_s
+            self.schema, self.process_result, self.decode_json, self.encode_json, keep_alive_s
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -382,7 +386,8 @@ class GraphQLApp(GraphQL[Context, None]):
 
     def encode_json(self, data: object) -> str:
         # Text, not bytes: a WebSocket message goes out as a text frame only when it is.
-        return json_text(data)
+        # A shared subscription result's payload is encoded once (server/frames.py).
+        return encode(data, json_text)
 
     def decode_json(self, data: str | bytes) -> object:
         # Request bodies, GET variables and WebSocket messages alike. Over a WebSocket a

@@ -85,6 +85,13 @@ def _protocol_message(text: str | None, decode: Callable[[str], object]) -> dict
     return message if isinstance(message, dict) else None
 
 
+def _may_end(text: str | None) -> bool:
+    """Whether a message from Strawberry may end an operation. Most are events (``next``,
+    ``data``), a whole result each, too many to parse again: one that ends an operation
+    holds its type as a JSON string."""
+    return text is not None and ('"complete"' in text or '"error"' in text)
+
+
 def _text(data: dict[str, Any]) -> Message:
     return {"type": "websocket.send", "text": json.dumps(data)}
 
@@ -299,7 +306,7 @@ class SocketGuard:
             self._legacy = message.get("subprotocol") == GRAPHQL_WS_PROTOCOL
         elif message["type"] == "websocket.close":
             self._closed.set()
-        elif message["type"] == "websocket.send":
+        elif message["type"] == "websocket.send" and _may_end(message.get("text")):
             answer = _protocol_message(message.get("text"), json.loads)
             if answer is not None and answer.get("type") in ("complete", "error"):
                 self._operations.discard(answer.get("id"))

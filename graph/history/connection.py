@@ -196,16 +196,15 @@ def _connection(
     info: Info, device: DeviceIdentifier, read: _Read, page: HistoryPage
 ) -> ProvisioningEventConnection:
     context = info.context
-    codec = context.services.cursors
+    sign = context.services.cursors.encoder(CURSOR_KIND, read.scope)
+    earliest, latest = read.earliest, read.latest
 
     def encode(item: PagedEvent) -> str:
         at, after = item.at, item.after
-        return codec.encode(
-            CURSOR_KIND,
-            read.scope,
+        return sign(
             (
-                read.earliest,
-                read.latest,
+                earliest,
+                latest,
                 at.window_start,
                 at.offset,
                 item.event.occurred_at,

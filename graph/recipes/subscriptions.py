@@ -14,6 +14,7 @@ from graph.recipes.types import (
     any_event,
     created_event,
 )
+from graph.sharing import event_rows
 from models import recipe_events
 from models.principal import RECIPES_READ
 from models.recipes import OutboxEvent
@@ -56,7 +57,7 @@ async def provisioning_recipe_created(
     after: strawberry.ID | None = None,
 ) -> AsyncGenerator[DeviceProvisioningRecipeCreated, None]:
     accepts = _accepts(organization_uid, {recipe_events.CREATED}, info)
-    async for row in info.context.services.hub.subscribe(accepts, _after(after)):
+    async for row in event_rows(info, accepts, _after(after)):
         yield created_event(row.document)
 
 
@@ -68,7 +69,7 @@ async def provisioning_recipe_events(
     accepts = _accepts(
         organization_uid, {recipe_events.CREATED, recipe_events.STATUS_UPDATED}, info
     )
-    async for row in info.context.services.hub.subscribe(accepts, _after(after)):
+    async for row in event_rows(info, accepts, _after(after)):
         yield any_event(row.document)
 
 

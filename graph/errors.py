@@ -13,6 +13,7 @@ from models.instants import format_api_instant
 from resolvers.cursors import CursorError
 from resolvers.events import SubscriberTooSlow
 from resolvers.history import HistoryPagingError
+from resolvers.reports import AccountNotVisible, ReportTooLarge
 from resolvers.upstream import Cost, UpstreamBudgetExceeded
 from soap.errors import UpstreamBadReply, UpstreamError, UpstreamFault, UpstreamUnavailable
 
@@ -48,6 +49,10 @@ def _extensions(error: BaseException) -> dict[str, Any] | None:
         return {"code": UpstreamBadReply.category}
     if isinstance(error, UpstreamBudgetExceeded):
         return {"code": ErrorCode.UPSTREAM_BUDGET_EXCEEDED, "budget": error.budget}
+    if isinstance(error, AccountNotVisible):
+        return {"code": ErrorCode.FORBIDDEN}
+    if isinstance(error, ReportTooLarge):
+        return {"code": ErrorCode.REPORT_TOO_LARGE, "limit": error.limit}
     if not isinstance(error, UpstreamError):
         return None
     extensions: dict[str, Any] = {"code": error.category}

@@ -21,6 +21,9 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "NOT_FOUND"
     NOT_READY = "NOT_READY"
     """A report job's CSV asked for before the job finished."""
+    REPORT_TOO_LARGE = "REPORT_TOO_LARGE"
+    """A whole-account report, computed in the request, over more devices than
+    REPORT_MAX_DEVICES (``extensions.limit``): start a report job instead."""
     RATE_LIMITED = "RATE_LIMITED"
     TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"
     SUBSCRIBER_TOO_SLOW = "SUBSCRIBER_TOO_SLOW"

@@ -1,7 +1,7 @@
 """Devices: the account's device list (GetDeviceList) and lookups by identifier."""
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import NamedTuple
 
 from models.devices import DeviceIdentifier, DeviceListPage, DeviceRecord
@@ -62,6 +62,19 @@ async def list_devices(
         if len(found) == first:
             return found, True
         page_after, index = page.largest_device_id_seen, -1
+
+
+async def account_devices(upstream: Upstream, cost: Cost) -> AsyncIterator[DeviceRecord]:
+    """Every device of the account, in the device list's order, a page (one call, or the
+    cache) at a time: whoever stops early reads no further page."""
+    page_after: int | None = None
+    while True:
+        page = await upstream.device_list(page_after, cost)
+        for record in page.devices:
+            yield record
+        if page.is_complete or not page.devices:
+            return
+        page_after = page.largest_device_id_seen
 
 
 _INDEXES: OrderedDict[int, tuple[DeviceListPage, dict[DeviceIdentifier, DeviceRecord]]] = (

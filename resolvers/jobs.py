@@ -5,6 +5,9 @@ answer for any job, after any restart. The process that started a job runs it an
 its progress as devices finish; a job whose process ended mid-way stops being touched and
 reads as FAILED once ``stale_after`` has passed. Cancelling marks the row; the runner,
 wherever it is, sees the mark at its next step and stops.
+
+A job runs in two steps: it resolves its device set (a whole-account job reads the
+device list then, so its ``devices_total`` is 0 until it has), then reports over it.
 """
 
 import asyncio
@@ -24,7 +27,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.reports import OPEN, TERMINAL, ReportJob, ReportJobState
-from resolvers.reports import Progress, ReportRequest, report_json, run_report
+from resolvers.reports import Progress, ReportRequest, report_devices, report_json, run_report
 from resolvers.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -100,7 +103,7 @@ class ReportJobs:
             owner=owner,
             request=request.json(),
             state=ReportJobState.QUEUED,
-            devices_total=len(request.devices),
+            devices_total=len(request.devices) if request.devices is not None else 0,
             created_at=now,
             updated_at=now,
         )
@@ -144,7 +147,6 @@ class ReportJobs:
             await self._report(job_id, request)
 
     async def _report(self, job_id: str, request: ReportRequest) -> None:
-        spec = request.spec()
         progress = Progress()
         written = 0.0
 
@@ -156,6 +158,10 @@ class ReportJobs:
 
         try:
             await self._update(job_id, state=ReportJobState.RUNNING)
+            devices = await report_devices(self._upstream, progress.cost, request)
+            progress.devices_total = len(devices)
+            await self._write_progress(job_id, progress)
+            spec = request.spec(devices)
             report = await run_report(self._upstream, spec, progress, self._concurrency, on_device)
             await self._write_progress(job_id, progress)
             await self._update(
@@ -184,6 +190,7 @@ class ReportJobs:
         await self._update(
             job_id,
             devices_done=progress.devices_done,
+            devices_total=progress.devices_total,
             upstream_calls=progress.cost.upstream_calls,
             cache_hits=progress.cost.cache_hits,
         )
@@ -218,7 +225,13 @@ class ReportJobs:
             job = await self.get(job_id, owner)
             if job is None:
                 return
-            now = (job.state, job.devices_done, job.upstream_calls, job.cache_hits)
+            now = (
+                job.state,
+                job.devices_done,
+                job.devices_total,
+                job.upstream_calls,
+                job.cache_hits,
+            )
             if now != seen:
                 seen = now
                 yield job

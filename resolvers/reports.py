@@ -4,6 +4,11 @@ Each device is read through the same pager and window cache as the history API, 
 report after a history read (or a second report) costs no upstream call for what is
 cached. Memory grows with the number of rows, never with the number of events. A device
 that cannot be read is listed in ``failures``; the rest of the report completes.
+
+A report names its devices, or asks for every device of the account that a device filter
+keeps. Running one is two steps: ``report_devices`` resolves the device set (the request's
+own list, or the account's device list read through GetDeviceList and filtered), then
+``run_report`` reports over it.
 """
 
 import asyncio
@@ -20,13 +25,17 @@ from models.devices import (
     IDENTIFIER_FORMATS,
     IDENTIFIER_KINDS,
     DeviceIdentifier,
+    DeviceRecord,
     InvalidIdentifier,
     read_identifier,
 )
 from models.errors import UserErrorCode
 from models.events import ProvisioningEvent
 from models.instants import TICKS_PER_SECOND, from_datetime
+from models.principal import HISTORY_READ, Principal
 from models.reports import ReportDimension, TimeBucket
+from models.text import UNSTORABLE_RULE, storable
+from resolvers.devices import account_devices
 from resolvers.history import HistoryPager, Matcher, matcher, range_problem
 from resolvers.recipes import UserError
 from resolvers.upstream import Cost, Upstream
@@ -43,6 +52,11 @@ KEY_NAMES = {
 """The name a dimension has in a row's key (and a CSV report's column)."""
 TIME_ZONE_EXPECTED = "timeZone must name an IANA time zone, such as Europe/Berlin or UTC."
 KIND_NAMES = ", ".join(kind.upper() for kind in IDENTIFIER_KINDS)
+DEVICE_FILTER = "deviceFilter"
+"""Where a report's device filter sits in its request, and what its errors' fields start
+with."""
+ACCOUNT_NAME_MAX = 128
+"""A job stores its request: an account name no upstream has is not stored at any length."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 RowKey = tuple[Any, ...]
 """The group_by values in order, then the bucket start (ticks) if bucketed."""
@@ -287,11 +301,94 @@ def report_json(report: Report, spec: ReportSpec) -> dict[str, Any]:
     }
 
 
+class AccountNotVisible(Exception):
+    """A report over the whole account names every device of it (in rows by device, in
+    its failures): what only history:read shows, as ``Query.devices`` does."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"A report over every device of the account needs the {HISTORY_READ} scope: "
+            "it lists the account's devices. Name the devices instead."
+        )
+
+
+def check_account_scope(request: "ReportRequest", principal: Principal) -> None:
+    """``AccountNotVisible`` for a whole-account report of a caller who may not list the
+    account's devices: checked where a report is asked for (a query, a job, a CSV)."""
+    if request.devices is None and HISTORY_READ not in principal.scopes:
+        raise AccountNotVisible
+
+
+class ReportTooLarge(Exception):
+    """More devices than a report computed in a request may read: a job can."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"More than {limit} devices of the account match (REPORT_MAX_DEVICES): a "
+            "report computed in a request reads at most that many. Start a report job "
+            "(startProvisioningReport) with the same input, or narrow the device filter."
+        )
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class DeviceFilter:
+    """Which devices of the account a whole-account report reads, by what the device
+    list knows of them; every criterion given must hold, none given keeps every device."""
+
+    kinds: tuple[str, ...] | None = None
+    """Kept: devices with an identifier of one of these kinds (lower case), each read and
+    shown by its first such identifier."""
+    account_name: str | None = None
+    activated_after: int | None = None
+    """Kept: devices last activated at or after this instant; none with no activation."""
+    activated_before: int | None = None
+    """Kept: devices last activated at or before this instant; none with no activation."""
+
+    def name(self, record: DeviceRecord) -> DeviceIdentifier | None:
+        """The identifier the report reads the device by, or None when the filter leaves
+        it out. Only identifiers of kinds the API knows name a device: the upstream may
+        list others, which no report row could show."""
+        if self.account_name is not None and record.account_name != self.account_name:
+            return None
+        if self.activated_after is not None or self.activated_before is not None:
+            activated = record.last_activation_ticks
+            if activated is None:
+                return None
+            if self.activated_after is not None and activated < self.activated_after:
+                return None
+            if self.activated_before is not None and activated > self.activated_before:
+                return None
+        kinds = IDENTIFIER_KINDS if self.kinds is None else self.kinds
+        return next((i for i in record.identifiers if i.kind in kinds), None)
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "kinds": list(self.kinds) if self.kinds is not None else None,
+            "accountName": self.account_name,
+            "activatedAfter": self.activated_after,
+            "activatedBefore": self.activated_before,
+        }
+
+    @classmethod
+    def of_json(cls, document: dict[str, Any]) -> "DeviceFilter":
+        kinds = document["kinds"]
+        return cls(
+            kinds=tuple(kinds) if kinds is not None else None,
+            account_name=document["accountName"],
+            activated_after=document["activatedAfter"],
+            activated_before=document["activatedBefore"],
+        )
+
+
 @dataclass(frozen=True)
 class ReportRequest:
     """A report as asked for, checked: what a job stores (as JSON) and a report runs."""
 
-    devices: tuple[DeviceIdentifier, ...]
+    devices: tuple[DeviceIdentifier, ...] | None
+    """None: every device of the account that ``device_filter`` keeps."""
+    device_filter: DeviceFilter | None
+    """Set exactly when ``devices`` is None."""
     earliest: int
     latest: int
     group_by: tuple[ReportDimension, ...]
@@ -300,9 +397,10 @@ class ReportRequest:
     filter: list[list[str] | None] | None
     """Event types, statuses and users kept, in the canonical form of ``matcher``."""
 
-    def spec(self) -> ReportSpec:
+    def spec(self, devices: Sequence[DeviceIdentifier]) -> ReportSpec:
+        """The report over ``devices``, the set ``report_devices`` resolved."""
         return ReportSpec(
-            devices=self.devices,
+            devices=devices,
             earliest=self.earliest,
             latest=self.latest,
             group_by=self.group_by,
@@ -313,7 +411,10 @@ class ReportRequest:
 
     def json(self) -> dict[str, Any]:
         return {
-            "devices": [[d.kind, d.identifier] for d in self.devices],
+            "devices": (
+                [[d.kind, d.identifier] for d in self.devices] if self.devices is not None else None
+            ),
+            "deviceFilter": self.device_filter.json() if self.device_filter is not None else None,
             "earliest": self.earliest,
             "latest": self.latest,
             "groupBy": [d.value for d in self.group_by],
@@ -325,10 +426,15 @@ class ReportRequest:
     @classmethod
     def of_json(cls, document: dict[str, Any]) -> "ReportRequest":
         """A stored request (see ``json``) back."""
+        devices = document["devices"]
+        chosen = document.get("deviceFilter")  # absent from jobs stored before it
         return cls(
-            devices=tuple(
-                DeviceIdentifier(kind, identifier) for kind, identifier in document["devices"]
+            devices=(
+                tuple(DeviceIdentifier(kind, identifier) for kind, identifier in devices)
+                if devices is not None
+                else None
             ),
+            device_filter=DeviceFilter.of_json(chosen) if chosen is not None else None,
             earliest=document["earliest"],
             latest=document["latest"],
             group_by=tuple(ReportDimension(d) for d in document["groupBy"]),
@@ -336,6 +442,28 @@ class ReportRequest:
             time_zone=document["timeZone"],
             filter=document.get("filter"),
         )
+
+
+async def report_devices(
+    upstream: Upstream, cost: Cost, request: ReportRequest, at_most: int | None = None
+) -> tuple[DeviceIdentifier, ...]:
+    """The devices the report reads: those it names, else every device of the account
+    that its filter keeps, from the device list (a call per 2,000 devices, or the cache).
+    Past ``at_most`` devices kept, ``ReportTooLarge``, before any further page of the
+    list and any history is read."""
+    if request.devices is not None:
+        return request.devices
+    assert request.device_filter is not None
+    name = request.device_filter.name
+    found: list[DeviceIdentifier] = []
+    async for record in account_devices(upstream, cost):
+        device = name(record)
+        if device is None:
+            continue
+        found.append(device)
+        if at_most is not None and len(found) > at_most:
+            raise ReportTooLarge(at_most)
+    return tuple(found)
 
 
 def _range_errors(occurred_after: int | None, occurred_before: int | None) -> list[UserError]:
@@ -365,22 +493,43 @@ def read_device(kind: str, identifier: str) -> DeviceIdentifier | UserError:
         return UserError(["identifier"], UserErrorCode.INVALID_IDENTIFIER, str(invalid))
 
 
-def check_request(
-    *,
-    devices: Sequence[tuple[str, str]],
-    occurred_after: int | None,
-    occurred_before: int | None,
-    group_by: Sequence[ReportDimension],
-    bucket: TimeBucket | None,
-    zone: str | None,
-    event_types: Sequence[str] | None,
-    statuses: Sequence[str] | None,
-    event_by: Sequence[str] | None,
-    max_devices: int,
-) -> ReportRequest | list[UserError]:
-    """The report asked for, or everything wrong with the asking, each error's field a
-    path below the request (``["devices", "2", "identifier"]``). Devices are (kind,
-    identifier) pairs; no zone is UTC."""
+def _checked_filter(asked: DeviceFilter) -> DeviceFilter | list[UserError]:
+    """The filter with its kinds and account name in the form records have, or what is
+    wrong with it; each error's field below ``deviceFilter``."""
+    errors: list[UserError] = []
+    kinds = None
+    if asked.kinds is not None:
+        kinds = tuple(dict.fromkeys(k.lower() if k.isascii() else "" for k in asked.kinds))
+        if not kinds:
+            message = "Name at least one kind, or leave kinds out."
+            errors.append(UserError(["kinds"], UserErrorCode.REQUIRED, message))
+        elif any(kind not in IDENTIFIER_FORMATS for kind in kinds):
+            message = f"kinds must be among {KIND_NAMES}."
+            errors.append(UserError(["kinds"], UserErrorCode.INVALID_KIND, message))
+    account = asked.account_name
+    if account is not None:
+        account = account.strip()
+        if not account:
+            message = "accountName must not be blank; leave it out for every account."
+            errors.append(UserError(["accountName"], UserErrorCode.REQUIRED, message))
+        elif len(account) > ACCOUNT_NAME_MAX:
+            message = f"accountName has at most {ACCOUNT_NAME_MAX} characters."
+            errors.append(UserError(["accountName"], UserErrorCode.TOO_LONG, message))
+        elif not storable(account):
+            message = f"accountName {UNSTORABLE_RULE}"
+            errors.append(UserError(["accountName"], UserErrorCode.INVALID_CHARACTERS, message))
+    after, before = asked.activated_after, asked.activated_before
+    if after is not None and before is not None and after > before:
+        message = "activatedAfter must not be later than activatedBefore."
+        errors.append(UserError(["activatedAfter"], UserErrorCode.INVALID_RANGE, message))
+    if errors:
+        return [UserError([DEVICE_FILTER, *e.field], e.code, e.message) for e in errors]
+    return DeviceFilter(kinds, account, after, before)
+
+
+def _checked_devices(
+    devices: Sequence[tuple[str, str]], max_devices: int
+) -> tuple[list[DeviceIdentifier], list[UserError]]:
     errors: list[UserError] = []
     if not devices:
         errors.append(UserError(["devices"], UserErrorCode.REQUIRED, "Name at least one device."))
@@ -396,6 +545,45 @@ def check_request(
             )
         else:
             checked.append(device)
+    return checked, errors
+
+
+def check_request(
+    *,
+    devices: Sequence[tuple[str, str]] | None,
+    device_filter: DeviceFilter | None = None,
+    occurred_after: int | None,
+    occurred_before: int | None,
+    group_by: Sequence[ReportDimension],
+    bucket: TimeBucket | None,
+    zone: str | None,
+    event_types: Sequence[str] | None,
+    statuses: Sequence[str] | None,
+    event_by: Sequence[str] | None,
+    max_devices: int,
+) -> ReportRequest | list[UserError]:
+    """The report asked for, or everything wrong with the asking, each error's field a
+    path below the request (``["devices", "2", "identifier"]``). Devices are (kind,
+    identifier) pairs, or None for every device of the account that ``device_filter``
+    keeps (a filter goes with no list: it chooses among the account's devices); no
+    zone is UTC. ``max_devices`` bounds a list; the account's size is known only once
+    its device list is read (``report_devices``)."""
+    errors: list[UserError] = []
+    checked: list[DeviceIdentifier] = []
+    if devices is not None:
+        checked, errors = _checked_devices(devices, max_devices)
+        if device_filter is not None:
+            message = (
+                "A device filter chooses among every device of the account: leave out "
+                "devices, or the filter."
+            )
+            errors.append(UserError([DEVICE_FILTER], UserErrorCode.INVALID, message))
+    else:
+        kept = _checked_filter(device_filter if device_filter is not None else DeviceFilter())
+        if isinstance(kept, list):
+            errors += kept
+        else:
+            device_filter = kept
     errors += _range_errors(occurred_after, occurred_before)
     if not group_by:
         errors.append(
@@ -407,7 +595,8 @@ def check_request(
     if errors or occurred_after is None or occurred_before is None:  # missing is an error
         return errors
     return ReportRequest(
-        devices=tuple(checked),
+        devices=tuple(checked) if devices is not None else None,
+        device_filter=device_filter if devices is None else None,
         earliest=occurred_after,
         latest=occurred_before,
         group_by=tuple(dict.fromkeys(group_by)),

@@ -4,9 +4,14 @@
     GET /exports/provisioning-report.csv?jobId=<the job's id>   (or the report's parameters)
 
 Parameters are named like the GraphQL arguments; list parameters repeat (eventTypes=a&
-eventTypes=b). Files are RFC 4180 (CRLF, quotes doubled) with a header row. Errors have
-the service's one error shape (JSON): input errors answer 400 BAD_USER_INPUT, an unknown
-device 404, upstream trouble before the first byte 502 or 504. Upstream trouble after the
+eventTypes=b). A report without ``devices`` covers every device of the account that
+``kinds``, ``accountName``, ``activatedAfter`` and ``activatedBefore`` keep (the GraphQL
+``deviceFilter``), up to REPORT_MAX_DEVICES: a larger one answers 422 REPORT_TOO_LARGE
+before reading any history; a report job can take it.
+
+Files are RFC 4180 (CRLF, quotes doubled) with a header row. Errors have the service's one
+error shape (JSON): input errors answer 400 BAD_USER_INPUT, an unknown device 404,
+upstream trouble before the first byte 502 or 504. Upstream trouble after the
 first byte aborts the transfer without its final chunk, so no client takes a cut-off file
 for a whole one.
 
@@ -39,12 +44,18 @@ from resolvers.history import HistoryPager, matcher, range_problem
 from resolvers.recipes import UserError
 from resolvers.reports import (
     DEFAULT_GROUP_BY,
+    DEVICE_FILTER,
     KEY_NAMES,
     KIND_NAMES,
+    AccountNotVisible,
+    DeviceFilter,
     Progress,
     ReportRequest,
+    ReportTooLarge,
+    check_account_scope,
     check_request,
     read_device,
+    report_devices,
     report_json,
     run_report,
 )
@@ -67,9 +78,20 @@ HISTORY_COLUMNS = [
     "msisdn",
     "extendedAttributes",
 ]
-_REPORT_PARAMETERS = ("devices", "groupBy", "bucket", "timeZone", "occurredAfter", "occurredBefore")
-"""In the order the route has always checked them: of several parameters that are
-wrong, the answer is about the first."""
+_FILTER_PARAMETERS = ("kinds", "accountName", "activatedAfter", "activatedBefore")
+"""The GraphQL deviceFilter's fields, as parameters of their own."""
+_REPORT_PARAMETERS = (
+    "devices",
+    "groupBy",
+    "bucket",
+    "timeZone",
+    "occurredAfter",
+    "occurredBefore",
+    DEVICE_FILTER,
+    *_FILTER_PARAMETERS,
+)
+"""In the order the route checks them: of several parameters that are wrong, the answer
+is about the first."""
 
 
 class BadParameter(Exception):
@@ -206,17 +228,28 @@ def _report_instant(params: QueryParams, name: str, problems: list[UserError]) -
         return None
 
 
+def _parameter(error: UserError) -> str:
+    """The parameter an error is about: the request model puts the filter's below
+    ``deviceFilter``, where the route has them as parameters of their own."""
+    field = error.field
+    return field[1] if field[0] == DEVICE_FILTER and len(field) > 1 else field[0]
+
+
 def _checked_order(error: UserError) -> tuple[int, int]:
-    device = int(error.field[1]) if len(error.field) > 1 else -1
-    return _REPORT_PARAMETERS.index(error.field[0]), device
+    parameter = _parameter(error)
+    device = int(error.field[1]) if parameter == "devices" and len(error.field) > 1 else -1
+    return _REPORT_PARAMETERS.index(parameter), device
 
 
 def _in_our_words(error: UserError, named: list[str], max_devices: int) -> str:
     """What the route says about an error: the request model's about a device in its own
     words (devices named by position, as written), any other as it is."""
     match error.field:
-        case ["devices"] if error.code == "REQUIRED":
-            return "devices is required: kind:identifier, repeated for each device."
+        case [name] if name == DEVICE_FILTER:
+            return (
+                f"{', '.join(_FILTER_PARAMETERS)} choose among every device of the account: "
+                "leave out devices, or them."
+            )
         case ["devices"]:
             return f"devices: at most {max_devices} devices a report."
         case ["devices", index, part]:
@@ -229,6 +262,20 @@ def _in_our_words(error: UserError, named: list[str], max_devices: int) -> str:
     return error.message
 
 
+def _device_filter(params: QueryParams, problems: list[UserError]) -> DeviceFilter | None:
+    """The device filter the parameters ask for, None when they name none of its fields;
+    instants the route cannot read are left out and added to ``problems``."""
+    if not any(name in params for name in _FILTER_PARAMETERS):
+        return None
+    kinds = params.getlist("kinds")
+    return DeviceFilter(
+        kinds=tuple(kinds) if kinds else None,
+        account_name=params.get("accountName"),
+        activated_after=_report_instant(params, "activatedAfter", problems),
+        activated_before=_report_instant(params, "activatedBefore", problems),
+    )
+
+
 def _report_request(params: QueryParams, max_devices: int) -> ReportRequest | Response:
     """The report the query parameters ask for, or the 400 answer about the first one
     unusable."""
@@ -236,7 +283,12 @@ def _report_request(params: QueryParams, max_devices: int) -> ReportRequest | Re
     event_types, statuses, event_by = _filter(params)
     problems: list[UserError] = []
     checked = check_request(
-        devices=[(kind, identifier) for kind, _, identifier in (n.partition(":") for n in named)],
+        devices=(
+            [(kind, identifier) for kind, _, identifier in (n.partition(":") for n in named)]
+            if named
+            else None
+        ),
+        device_filter=_device_filter(params, problems),
         occurred_after=_report_instant(params, "occurredAfter", problems),
         occurred_before=_report_instant(params, "occurredBefore", problems),
         group_by=_group_by(params.getlist("groupBy"), problems),
@@ -302,12 +354,24 @@ async def _job_report(
 async def _computed_report(request: Request) -> tuple[dict[str, Any], ReportRequest] | Response:
     """The report the query parameters ask for, computed now, and what they asked for."""
     services = services_of(request)
-    asked = _report_request(request.query_params, services.settings.report_max_devices)
+    limit = services.settings.report_max_devices
+    asked = _report_request(request.query_params, limit)
     if isinstance(asked, Response):
         return asked
-    spec = asked.spec()
+    try:
+        check_account_scope(asked, principal_of(request))
+    except AccountNotVisible as refused:
+        return error_response(403, str(refused), ErrorCode.FORBIDDEN)
+    progress = Progress()
+    try:
+        devices = await report_devices(services.upstream, progress.cost, asked, at_most=limit)
+    except ReportTooLarge as error:
+        return error_response(422, str(error), ErrorCode.REPORT_TOO_LARGE, limit=error.limit)
+    except UpstreamError as error:  # the device list could not be read
+        return _upstream_error(error)
+    spec = asked.spec(devices)
     report = await run_report(
-        services.upstream, spec, Progress(), services.settings.upstream_concurrency
+        services.upstream, spec, progress, services.settings.upstream_concurrency
     )
     return report_json(report, spec), asked
 

@@ -292,7 +292,9 @@ class Settings(BaseSettings):
     report_max_devices: int = Field(
         default=5000,
         ge=1,
-        description="Most devices a report (in a request or a job) may name.",
+        description="Most devices a report (in a request or a job) may name, and most "
+        "devices of the account a whole-account report computed in a request may read "
+        "(more: `REPORT_TOO_LARGE`, start a job, which has no such cap).",
         json_schema_extra={"group": "limits"},
     )
     max_body_bytes: int = Field(

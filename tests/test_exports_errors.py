@@ -308,7 +308,7 @@ PARAMETER_ERRORS = {
     "report timeZone empty": (REPORT_CSV, [*VALID_REPORT, ("timeZone", "")], "timeZone"),
     "report groupBy": (REPORT_CSV, [*VALID_REPORT, ("groupBy", "COLOUR")], "groupBy"),
     "report bucket": (REPORT_CSV, [*VALID_REPORT, ("bucket", "YEAR")], "bucket"),
-    "report no devices": (REPORT_CSV, replaced(VALID_REPORT, "devices"), "devices"),
+    "report devices and a device filter": (REPORT_CSV, [*VALID_REPORT, ("kinds", "ESN")], "kinds"),
     "report device no colon": (REPORT_CSV, replaced(VALID_REPORT, "devices", "ESN"), "devices"),
     "report device kind": (REPORT_CSV, replaced(VALID_REPORT, "devices", "NOPE:1"), "devices"),
     "report device id": (REPORT_CSV, replaced(VALID_REPORT, "devices", "IMEI:12'3"), "devices"),

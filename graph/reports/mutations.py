@@ -15,7 +15,7 @@ from graph.reports.types import (
 from models.errors import UserErrorCode
 from models.principal import REPORTS_WRITE
 from resolvers.jobs import TooManyJobs
-from resolvers.reports import ReportRequest
+from resolvers.reports import ReportRequest, check_account_scope
 
 
 async def start_provisioning_report(
@@ -24,6 +24,7 @@ async def start_provisioning_report(
     request = report_request(input, info.context.services.limits.report_max_devices)
     if not isinstance(request, ReportRequest):
         return StartProvisioningReportPayload(job=None, user_errors=request)
+    check_account_scope(request, info.context.principal)
     try:
         job = await info.context.services.jobs.start(info.context.principal.subject, request)
     except TooManyJobs as error:

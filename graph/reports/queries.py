@@ -14,7 +14,14 @@ from graph.reports.types import (
     report_request,
 )
 from models.principal import REPORTS_READ
-from resolvers.reports import Progress, ReportRequest, report_json, run_report
+from resolvers.reports import (
+    Progress,
+    ReportRequest,
+    check_account_scope,
+    report_devices,
+    report_json,
+    run_report,
+)
 
 
 async def provisioning_report(info: Info, input: ProvisioningReportInput) -> ProvisioningReport:
@@ -22,8 +29,14 @@ async def provisioning_report(info: Info, input: ProvisioningReportInput) -> Pro
     request = report_request(input, services.limits.report_max_devices)
     if not isinstance(request, ReportRequest):
         raise user_error("; ".join(f"{'.'.join(e.field)}: {e.message}" for e in request), "input")
+    check_account_scope(request, info.context.principal)
     progress = Progress(cost=info.context.cost)
-    spec = request.spec()
+    # A whole account larger than a request may read fails here (REPORT_TOO_LARGE),
+    # before any history is read.
+    devices = await report_devices(
+        services.upstream, progress.cost, request, at_most=services.limits.report_max_devices
+    )
+    spec = request.spec(devices)
     report = await run_report(
         services.upstream, spec, progress, services.limits.upstream_concurrency
     )
@@ -59,8 +72,9 @@ class Query:
     provisioning_report: ProvisioningReport = strawberry.field(
         resolver=provisioning_report,
         description="A report over the devices' histories, computed in this request; "
-        "for large fleets start a job instead. Its cost is in extensions.cost. Needs "
-        "reports:read.",
+        "for large fleets start a job instead (a whole account of more than "
+        "REPORT_MAX_DEVICES devices fails with REPORT_TOO_LARGE). Its cost is in "
+        "extensions.cost. Needs reports:read.",
         extensions=needs(REPORTS_READ),
     )
     provisioning_report_job: ProvisioningReportJob | None = strawberry.field(

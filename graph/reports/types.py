@@ -4,7 +4,11 @@ from typing import Any
 
 import strawberry
 
-from graph.devices.identifiers import DeviceIdentifier, DeviceIdentifierInput
+from graph.devices.identifiers import (
+    DeviceIdentifier,
+    DeviceIdentifierInput,
+    DeviceIdentifierKind,
+)
 from graph.history.types import ProvisioningEventFilter
 from graph.permissions import needs
 from graph.recipes.types import UserError
@@ -14,7 +18,7 @@ from models.devices import DeviceIdentifier as IdentifierRecord
 from models.instants import from_datetime
 from models.principal import REPORTS_READ
 from models.reports import ReportDimension, ReportJob, ReportJobState, TimeBucket
-from resolvers.reports import DEFAULT_GROUP_BY, ReportRequest, check_request
+from resolvers.reports import DEFAULT_GROUP_BY, DeviceFilter, ReportRequest, check_request
 
 # The models' vocabularies are the schema's enums, under their own names.
 strawberry.enum(ReportDimension)
@@ -22,9 +26,43 @@ strawberry.enum(TimeBucket)
 strawberry.enum(ReportJobState)
 
 
+@strawberry.input(
+    description="Which devices of the account a whole-account report reads, by what the "
+    "device list (GetDeviceList) knows of them. Every criterion given must hold; none "
+    "keeps every device."
+)
+class ProvisioningReportDeviceFilter:
+    kinds: list[DeviceIdentifierKind] | None = strawberry.field(
+        default=None,
+        description="Devices with an identifier of one of these kinds, each read and shown "
+        "by its first such identifier (in the device list's order).",
+    )
+    account_name: str | None = strawberry.field(
+        default=None, description="Devices of this account (the device list's AccountName)."
+    )
+    activated_after: DateTime | None = strawberry.field(
+        default=None,
+        description="Devices last activated at or after this instant; a device with no "
+        "activation date is left out once either bound is given.",
+    )
+    activated_before: DateTime | None = strawberry.field(
+        default=None, description="Devices last activated at or before this instant."
+    )
+
+
 @strawberry.input
 class ProvisioningReportInput:
-    devices: list[DeviceIdentifierInput]
+    devices: list[DeviceIdentifierInput] | None = strawberry.field(
+        default=None,
+        description="The devices to read; absent: every device of the account "
+        "(GetDeviceList), as far as deviceFilter keeps them.",
+    )
+    device_filter: ProvisioningReportDeviceFilter | None = strawberry.field(
+        default=None,
+        description="With devices absent, which devices of the account to read. A report "
+        "computed in a request reads at most REPORT_MAX_DEVICES of them, else it fails "
+        "with REPORT_TOO_LARGE: start a job for more.",
+    )
     occurred_after: DateTime
     occurred_before: DateTime
     group_by: list[ReportDimension] = strawberry.field(
@@ -76,7 +114,10 @@ class ProvisioningReport:
 @strawberry.type
 class ReportProgress:
     devices_done: int
-    devices_total: int
+    devices_total: int = strawberry.field(
+        description="The devices the job reads; 0 until a whole-account job has read the "
+        "device list."
+    )
     upstream_calls: int
     cache_hits: int
 
@@ -157,9 +198,23 @@ def report_request(
     report: ProvisioningReportInput, max_devices: int
 ) -> ReportRequest | list[UserError]:
     """The report the input asks for, or what is wrong with it."""
-    filter = report.filter
+    filter, chosen, devices = report.filter, report.device_filter, report.devices
     checked = check_request(
-        devices=[(device.kind.value, device.identifier) for device in report.devices],
+        devices=(
+            [(device.kind.value, device.identifier) for device in devices]
+            if devices is not None
+            else None
+        ),
+        device_filter=(
+            DeviceFilter(
+                kinds=tuple(k.value for k in chosen.kinds) if chosen.kinds is not None else None,
+                account_name=chosen.account_name,
+                activated_after=chosen.activated_after,
+                activated_before=chosen.activated_before,
+            )
+            if chosen is not None
+            else None
+        ),
         occurred_after=report.occurred_after,
         occurred_before=report.occurred_before,
         group_by=report.group_by,

@@ -28,6 +28,9 @@ EVENT_TYPES = (
 USERS = ("John Admin", "Maria Ops", "api-integration", "svc-provisioning", "Wei Chen")
 PLANS = ("M2M 5MB", "IoT Unlimited 4G", "Fleet 1GB Shared", "ThingSpace 50MB")
 ACCOUNT = "0342077109-00001"
+SUB_ACCOUNT = "0342077109-00002"
+"""The account name GetDeviceList gives every fourth ordinary device: one login sees the
+devices of more than one account."""
 SEED_TOKEN = "a56832d9-b870-4e5d-85b8-57003a592a01"
 
 
@@ -57,6 +60,7 @@ class SimDevice:
     identifiers: tuple[DeviceIdentifier, ...]
     profile: Profile
     seed: int
+    account: str = ACCOUNT
 
     @property
     def primary(self) -> DeviceIdentifier:
@@ -84,7 +88,8 @@ class Fleet:
             start = _year(2015 + rng.randrange(6))
             end = start + rng.randrange(1, 5) * 365 * 86_400 * TICKS_PER_SECOND
             profile = Profile("ordinary", size, start, end, nil_style=number % 3 != 0)
-            self._add(profile, self._identifiers(kinds[number % len(kinds)], rng), rng)
+            account = SUB_ACCOUNT if number % 4 == 3 else ACCOUNT
+            self._add(profile, self._identifiers(kinds[number % len(kinds)], rng), rng, account)
         for size in bulk:  # very long histories, for benchmarks: "bulk-1000000"
             profile = Profile(f"bulk-{size}", size, _year(2015), _year(2026))
             self._add(profile, self._identifiers("imei", rng), rng)
@@ -141,9 +146,14 @@ class Fleet:
         return identifiers
 
     def _add(
-        self, profile: Profile, identifiers: list[DeviceIdentifier], rng: random.Random
+        self,
+        profile: Profile,
+        identifiers: list[DeviceIdentifier],
+        rng: random.Random,
+        account: str = ACCOUNT,
     ) -> None:
-        device = SimDevice(len(self.devices) + 1, tuple(identifiers), profile, rng.getrandbits(32))
+        number = len(self.devices) + 1
+        device = SimDevice(number, tuple(identifiers), profile, rng.getrandbits(32), account)
         self.devices.append(device)
         for identifier in identifiers:
             self._index[DeviceIdentifier(identifier.kind, identifier.identifier.upper())] = device

@@ -42,7 +42,7 @@ from soap.contract import (
     soap_action,
 )
 from soap.simulator import MOUNT
-from soap.simulator.fleet import ACCOUNT, Fleet, SimDevice
+from soap.simulator.fleet import Fleet, SimDevice
 from soap.simulator.state import FAILURE_KINDS, SimulatorState
 
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
@@ -375,7 +375,7 @@ class Simulator:
             items.append(
                 f"<a:DeviceInformation><a:DeviceId>{device.device_id}</a:DeviceId>"
                 f"<a:DeviceIdentifiers>{identifiers}</a:DeviceIdentifiers>"
-                f"<a:AccountName>{ACCOUNT}</a:AccountName><a:LastActivationDate>"
+                f"<a:AccountName>{device.account}</a:AccountName><a:LastActivationDate>"
                 f"{format_instant(device.profile.start)}</a:LastActivationDate>"
                 "</a:DeviceInformation>"
             )

@@ -18,8 +18,8 @@ import pytest
 from support import OTHER_ORG, WAIT_S, Api, api_server, bearer, full_input
 from test_auth import token_store
 from test_resilience import Clock
-from test_startup import PROVGRAPH, environment, read_until
 from test_startup import WAIT_S as PROCESS_WAIT_S
+from test_startup import serving_dev
 
 from models.principal import ALL_ORGANIZATIONS, SCOPES
 from server.testing import authorization
@@ -258,35 +258,14 @@ async def test_shutdown_ends_open_streams(tmp_path: Path, accept: str):
     # uvicorn waits for every response to end before it exits: a subscription's would
     # never, and a deploy would hang. The stream ends without its closing message, as
     # a dropped connection does, so that clients connect again.
-    process = await asyncio.create_subprocess_exec(
-        str(PROVGRAPH),
-        "serve",
-        "--dev",
-        "--port",
-        "0",
-        env=environment(tmp_path),
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    assert process.stderr is not None
-    try:
-        async with asyncio.timeout(PROCESS_WAIT_S):
-            listening = await read_until(process.stderr, rb"listening on (\S+)")
-            announced = await read_until(process.stdout, rb"Authorization: Bearer (pgr_\S+)")
-            base, token = listening.group(1).decode(), announced.group(1).decode()
-            async with streaming(base, accept, CREATED, token=token) as stream:
-                if accept == MULTIPART:
-                    assert await stream.next() == {}
-                process.send_signal(signal.SIGTERM)
-                rest = await stream.rest()
-            # uvicorn exits by the signal it was sent, once it has shut down.
-            assert await process.wait() == -signal.SIGTERM
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    async with serving_dev(tmp_path) as served, asyncio.timeout(PROCESS_WAIT_S):
+        async with streaming(served.base, accept, CREATED, token=served.token) as stream:
+            if accept == MULTIPART:
+                assert await stream.next() == {}
+            served.process.send_signal(signal.SIGTERM)
+            rest = await stream.rest()
+        # uvicorn exits by the signal it was sent, once it has shut down.
+        assert await served.process.wait() == -signal.SIGTERM
     assert [m for m in rest if m not in ({}, {"comment": "ping"})] == []
 
 

@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -164,7 +166,19 @@ async def read_until(stream: asyncio.StreamReader, pattern: bytes) -> re.Match[b
     raise AssertionError(f"the process ended without writing {pattern!r}")
 
 
-async def test_serve_announces_the_token_once_listening_and_prefills_graphiql(tmp_path):
+@dataclass
+class Serving:
+    """``provgraph serve --dev`` started: its process, URL and development token."""
+
+    process: asyncio.subprocess.Process
+    base: str
+    token: str
+
+
+@asynccontextmanager
+async def serving_dev(tmp_path: Path) -> AsyncIterator[Serving]:
+    """``provgraph serve --dev`` on a free port, once it listens and has announced its
+    token; stopped at the end if the test has not stopped it."""
     process = await asyncio.create_subprocess_exec(
         str(PROVGRAPH),
         "serve",
@@ -182,19 +196,23 @@ async def test_serve_announces_the_token_once_listening_and_prefills_graphiql(tm
         async with asyncio.timeout(WAIT_S):
             listening = await read_until(process.stderr, rb"listening on (\S+)")
             announced = await read_until(process.stdout, rb"Authorization: Bearer (pgr_\S+)")
-        base, token = listening.group(1).decode(), announced.group(1).decode()
-        async with httpx.AsyncClient(timeout=WAIT_S) as http:
-            page = await http.get(f"{base}/graphql", headers={"accept": "text/html"})
-            query = await http.post(
-                f"{base}/graphql",
-                json={"query": "{ provisioningRecipes(first: 1) { totalCount } }"},
-                headers={"Authorization": f"Bearer {token}"},
-            )
-        assert token in page.text
-        assert query.json()["data"] == {"provisioningRecipes": {"totalCount": 0}}
+        yield Serving(process, listening.group(1).decode(), announced.group(1).decode())
     finally:
-        process.terminate()
-        await process.wait()
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()
+
+
+async def test_serve_announces_the_token_once_listening_and_prefills_graphiql(tmp_path):
+    async with serving_dev(tmp_path) as served, httpx.AsyncClient(timeout=WAIT_S) as http:
+        page = await http.get(f"{served.base}/graphql", headers={"accept": "text/html"})
+        query = await http.post(
+            f"{served.base}/graphql",
+            json={"query": "{ provisioningRecipes(first: 1) { totalCount } }"},
+            headers={"Authorization": f"Bearer {served.token}"},
+        )
+    assert served.token in page.text
+    assert query.json()["data"] == {"provisioningRecipes": {"totalCount": 0}}
 
 
 def test_the_built_in_cursor_secret_is_warned_about_outside_dev(tmp_path, caplog):

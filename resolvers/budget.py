@@ -160,7 +160,6 @@ class RedisBudget:
     ) -> None:
         self._client = client
         self._concurrency = concurrency
-        self._fallback = LocalBudget(concurrency)
         # As the in-process limiter: a second's worth at once, or one a period below one.
         burst = max(1.0, calls_per_second) if calls_per_second else 0.0
         self._rate = int(burst)
@@ -179,15 +178,7 @@ class RedisBudget:
             self._listener = asyncio.create_task(self._listen())
         started = time.perf_counter()
         lease = uuid.uuid4().hex
-        try:
-            await self._take(lease, priority)
-        except RedisError as error:
-            # Redis down says nothing about the upstream: as the cache does, the process
-            # goes on, with its own UPSTREAM_CONCURRENCY meanwhile (as with memory://).
-            log.warning("upstream budget: Redis unreachable (%s), local budget", error)
-            async with self._fallback.slot(priority):
-                yield
-            return
+        await self._take(lease, priority)
         BUDGET_WAIT_SECONDS.labels(priority).observe(time.perf_counter() - started)
         BUDGET_IN_FLIGHT.inc()
         try:

@@ -2,7 +2,6 @@
 interactive requests before report jobs, leases of a dead process freed by expiry."""
 
 import asyncio
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,15 +15,7 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from support import RANGE, REPORT, WAIT_S, Api, document, ident, server_process
 
-from resolvers.budget import (
-    INTERACTIVE,
-    JOB,
-    LocalBudget,
-    Priority,
-    RedisBudget,
-    UpstreamBudget,
-    budget_from_url,
-)
+from resolvers.budget import INTERACTIVE, JOB, LocalBudget, Priority, RedisBudget, UpstreamBudget
 from server.settings import Settings
 
 ROOT = Path(__file__).parent.parent
@@ -321,18 +312,3 @@ async def test_three_replicas_never_pass_the_account_budget(three_replicas: list
     state = three_replicas[0].simulator.state
     assert state.calls["GetDeviceProvisioningHistory"] >= 36
     assert state.peak_in_flight <= 8
-
-
-async def test_with_redis_down_the_budget_falls_back_to_the_process_own():
-    # Nothing listens on the port: every ask of Redis fails at once. The calls go on, as
-    # with a cache outage, within the process's own concurrency.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
-    budget = budget_from_url(f"redis://127.0.0.1:{closed}/0", 1, None, lease_s=10)
-    try:
-        for priority in (INTERACTIVE, JOB):
-            async with asyncio.timeout(WAIT_S), budget.slot(priority):
-                pass
-    finally:
-        await budget.close()

@@ -289,45 +289,15 @@ def report_json(report: Report, spec: ReportSpec) -> dict[str, Any]:
                 "lastOccurredAt": row.last,
             }
         )
-    rows.sort(key=_row_order)
-    # In the report's device order, not the order reads happened to end in: a report cut
-    # into chunks merges into the same failures as one read whole.
-    place = {device: index for index, device in enumerate(dict.fromkeys(spec.devices))}
+    rows.sort(key=lambda r: json.dumps(r["key"], sort_keys=True, default=str))
     return {
         "rows": rows,
         "totalEvents": report.total_events,
         "devicesScanned": report.devices_scanned,
         "failures": [
             {"device": device_json(f.device), "code": f.code, "message": f.message}
-            for f in sorted(report.failures, key=lambda f: place[f.device])
+            for f in report.failures
         ],
-    }
-
-
-def _row_order(row: dict[str, Any]) -> str:
-    return json.dumps(row["key"], sort_keys=True, default=str)
-
-
-def merge_reports(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One report from reports (``report_json``'s form) over disjoint device sets, given
-    in device order: exactly the report over all their devices at once, since a row
-    merges as counts add and first and last occurrences take their min and max."""
-    rows: dict[str, dict[str, Any]] = {}
-    for part in parts:
-        for row in part["rows"]:
-            order = _row_order(row)
-            merged = rows.get(order)
-            if merged is None:
-                rows[order] = dict(row)
-                continue
-            merged["count"] += row["count"]
-            merged["firstOccurredAt"] = min(merged["firstOccurredAt"], row["firstOccurredAt"])
-            merged["lastOccurredAt"] = max(merged["lastOccurredAt"], row["lastOccurredAt"])
-    return {
-        "rows": [rows[order] for order in sorted(rows)],
-        "totalEvents": sum(part["totalEvents"] for part in parts),
-        "devicesScanned": sum(part["devicesScanned"] for part in parts),
-        "failures": [failure for part in parts for failure in part["failures"]],
     }
 
 

@@ -2,14 +2,12 @@
 
 One ``Resilience`` serves the whole process. Each call first passes the circuit breaker
 (refused at once while the upstream is known to be down), then each attempt takes a
-slot of the upstream budget (resolvers/budget.py: calls in flight, interactive requests
-before report jobs) and of the calls-per-second limit (the real service throttles)
-before the client sends it. Only transient failures are retried, after a fully jittered
-exponential backoff, so that callers who failed together do not come back together.
+slot of the calls-per-second limit (the real service throttles) before the client sends
+it. Only transient failures are retried, after a fully jittered exponential backoff, so
+that callers who failed together do not come back together.
 """
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -19,7 +17,6 @@ from typing import Literal, TypeVar
 
 from aiolimiter import AsyncLimiter
 
-from resolvers.budget import INTERACTIVE, Priority, UpstreamBudget
 from resolvers.metrics import CIRCUIT_STATE, UPSTREAM_CALLS, UPSTREAM_RETRIES, UPSTREAM_SECONDS
 from soap.errors import UpstreamError, UpstreamFault, UpstreamUnavailable
 
@@ -131,8 +128,7 @@ def per_second_limiter(calls_per_second: float) -> AsyncLimiter:
 
 
 class Resilience:
-    """The process's way to the upstream: breaker, then per attempt the budget's slot and
-    the rate limit (``limiter``: the process's own; a shared budget counts its rate)."""
+    """The process's way to the upstream: breaker, then per attempt the rate limit."""
 
     def __init__(
         self,
@@ -140,29 +136,22 @@ class Resilience:
         breaker: CircuitBreaker,
         limiter: AsyncLimiter | None,
         *,
-        budget: UpstreamBudget | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         uniform: Callable[[], float] = random.random,
     ) -> None:
         self.retry = retry
         self.breaker = breaker
         self.limiter = limiter
-        self.budget = budget
         self._sleep = sleep
         self._uniform = uniform
         # Read at scrape time: the circuit turns half-open by the clock, with no call.
         CIRCUIT_STATE.set_function(lambda: _GAUGE_VALUES[self.breaker.state])
 
-    async def call(
-        self,
-        operation: str,
-        attempt: Callable[[], Awaitable[T]],
-        priority: Priority = INTERACTIVE,
-    ) -> T:
+    async def call(self, operation: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """``attempt()``'s value, retried on transient failures; every error is typed."""
         probe = self.breaker.admit(operation)
         try:
-            value = await self._attempts(operation, attempt, probe, priority)
+            value = await self._attempts(operation, attempt, probe)
         except UpstreamError as error:
             if shows_outage(error):
                 self.breaker.failed(probe)
@@ -176,17 +165,14 @@ class Resilience:
         return value
 
     async def _attempts(
-        self, operation: str, attempt: Callable[[], Awaitable[T]], probe: bool, priority: Priority
+        self, operation: str, attempt: Callable[[], Awaitable[T]], probe: bool
     ) -> T:
         retry = 0
         while True:
-            # A backoff between attempts holds no slot: others may call meanwhile.
-            slot = self.budget.slot(priority) if self.budget else contextlib.nullcontext()
+            if self.limiter is not None:
+                await self.limiter.acquire()
             try:
-                async with slot:
-                    if self.limiter is not None:
-                        await self.limiter.acquire()
-                    return await _measured(operation, attempt)
+                return await _measured(operation, attempt)
             except UpstreamError as error:
                 retry += 1
                 if not error.transient or retry >= self.retry.attempts:

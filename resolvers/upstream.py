@@ -12,7 +12,6 @@ from opentelemetry import trace
 from models.devices import DeviceIdentifier, DeviceListPage
 from models.events import HistoryWindow
 from models.instants import TICKS_PER_SECOND, format_instant
-from resolvers.budget import INTERACTIVE, Priority
 from resolvers.cache import Described, Found, UpstreamCache
 from resolvers.history import FetchWindow, HistoryGap
 from resolvers.resilience import Resilience
@@ -57,9 +56,6 @@ class Cost:
     gaps: list[tuple[DeviceIdentifier, HistoryGap]] = field(default_factory=list)
     device_list_unavailable: UpstreamError | None = None
     """Why the device list could not be read where a device's identifiers needed it."""
-    priority: Priority = INTERACTIVE
-    """Which callers' calls go first when the upstream budget is spent: report jobs'
-    wait while interactive requests wait."""
 
     def count(self, found: Found) -> None:
         self.cache_hits += found is Found.CACHED
@@ -177,7 +173,7 @@ class Upstream:
             # Before the breaker and the rate limit: a call that cannot be made takes
             # neither the half-open probe nor a slot of the process's call rate.
             cost.check()
-            return await self.resilience.call(operation, attempt, cost.priority)
+            return await self.resilience.call(operation, attempt)
 
         return load
 

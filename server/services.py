@@ -12,8 +12,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
@@ -21,15 +20,12 @@ from graph.context import Context, Services
 from graph.tracing import trace_operations
 from models.principal import Principal
 from resolvers.auth import Authenticator
-from resolvers.budget import LocalBudget, budget_from_url
 from resolvers.cache import UpstreamCache, backend_from_url
 from resolvers.cursors import CursorCodec
 from resolvers.database import create_engine, migrate, sessions
 from resolvers.events import EventHub, broker_from_url
 from resolvers.identity import JwtVerifier
-from resolvers.job_chunks import ChunkWork
-from resolvers.job_queue import QueueRunner
-from resolvers.jobs import InProcessRunner, JobRunner, ReportJobs
+from resolvers.jobs import ReportJobs
 from resolvers.recipes import RecipeStore
 from resolvers.resilience import CircuitBreaker, Resilience, RetryPolicy, per_second_limiter
 from resolvers.tokens import TokenStore
@@ -132,13 +128,6 @@ async def open_services(
         settings.upstream_retry_base_delay_s,
         settings.upstream_retry_max_delay_s,
     )
-    budget = budget_from_url(
-        settings.upstream_budget_url,
-        settings.upstream_concurrency,
-        settings.upstream_calls_per_second,
-        # A lease outlives the longest attempt it covers: a log-in, then the call.
-        lease_s=2 * settings.uws_timeout_s + 5,
-    )
     resilience = Resilience(
         retry,
         CircuitBreaker(
@@ -146,11 +135,9 @@ async def open_services(
             settings.upstream_circuit_cooldown_s,
             clock or time.monotonic,
         ),
-        # A shared budget counts the account's call rate itself.
         per_second_limiter(settings.upstream_calls_per_second)
-        if settings.upstream_calls_per_second is not None and isinstance(budget, LocalBudget)
+        if settings.upstream_calls_per_second is not None
         else None,
-        budget=budget,
     )
     cache = UpstreamCache(
         backend_from_url(settings.cache_url, settings.cache_max_bytes),
@@ -168,10 +155,10 @@ async def open_services(
     upstream = Upstream(uws, cache, policy, resilience, clock or time.time)
     jobs = ReportJobs(
         sessions(engine),
-        job_runner(settings, sessions(engine), upstream),
+        upstream,
+        settings.upstream_concurrency,
         max_per_owner=settings.max_report_jobs_per_credential,
     )
-    await jobs.open()
     authenticator = Authenticator(
         tokens,
         jwts,
@@ -204,7 +191,6 @@ async def open_services(
         yield services
     finally:
         await jobs.stop()
-        await budget.close()
         await hub.stop()
         await cache.close()
         try:
@@ -217,30 +203,6 @@ async def open_services(
             trace_operations(False)
             # Exports the spans still queued, which may wait on the collector.
             await asyncio.to_thread(tracing.shutdown)
-
-
-def job_runner(
-    settings: Settings,
-    sessions: async_sessionmaker[AsyncSession],
-    upstream: Upstream,
-    run_worker: bool | None = None,
-) -> JobRunner:
-    """The job queue's runner with ``REPORT_QUEUE_URL``, else the in-process one; with a
-    worker of this process's unless ``run_worker`` (else ``REPORT_WORKER``) says not."""
-    work = ChunkWork(
-        sessions, upstream, settings.upstream_concurrency, settings.report_chunk_devices
-    )
-    if settings.report_queue_url is None:
-        return InProcessRunner(sessions, work, settings.report_chunk_attempts)
-    return QueueRunner(
-        settings.report_queue_url,
-        sessions,
-        work,
-        attempts=settings.report_chunk_attempts,
-        lease_s=settings.report_chunk_lease_s,
-        worker_concurrency=settings.report_worker_chunks,
-        run_worker=settings.report_worker if run_worker is None else run_worker,
-    )
 
 
 def streams_of(app: Starlette) -> HttpStreams | None:

@@ -120,17 +120,6 @@ class ReportProgress:
     )
     upstream_calls: int
     cache_hits: int
-    chunks_total: int = strawberry.field(
-        description="The chunks of devices the job is cut into, any of which a replica "
-        "may run; 0 until the device set is known."
-    )
-    chunks_done: int
-    chunks_retried: int = strawberry.field(
-        description="Chunk attempts that failed and were tried again."
-    )
-    chunks_reclaimed: int = strawberry.field(
-        description="Chunks taken over by another worker after theirs stopped mid-way."
-    )
 
 
 @strawberry.type
@@ -157,10 +146,6 @@ class ProvisioningReportJob(Node):
                 devices_total=job.devices_total,
                 upstream_calls=job.upstream_calls,
                 cache_hits=job.cache_hits,
-                chunks_total=job.chunks_total,
-                chunks_done=job.chunks_done,
-                chunks_retried=job.chunks_retried,
-                chunks_reclaimed=job.chunks_reclaimed,
             ),
             result=report_of(job.result) if job.result is not None else None,
             error=job.error,

@@ -4,8 +4,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 import strawberry
-from strawberry.dataloader import DataLoader
 
+from graph.lookups import Lookups
 from models.devices import DeviceIdentifier
 from models.principal import Principal
 from resolvers.cursors import CursorCodec
@@ -21,7 +21,7 @@ class Operation:
     """What one GraphQL operation holds for itself."""
 
     cost: Cost
-    devices: DataLoader[DeviceIdentifier, Device | None]
+    devices: Lookups[DeviceIdentifier, Device | None]
 
 
 # Not reset when an operation ends: its task ends with it, and a subscription may be
@@ -78,7 +78,7 @@ class Context:
 
         Operations over one WebSocket share one Context, yet each must have its own
         budget of upstream calls and see devices as they are now: each runs in a task
-        of its own, and ``graph.errors.ResponseExtensions`` calls this as it starts.
+        of its own, and ``graph.observability.OperationHooks`` calls this as it starts.
         """
         cost = Cost(budget=self.services.limits.max_upstream_calls_per_request)
 
@@ -86,7 +86,7 @@ class Context:
             return await find_devices(self.services.upstream, cost, keys)
 
         # A query naming a device several times looks it up once.
-        _current.set(Operation(cost, DataLoader(load_fn=load)))
+        _current.set(Operation(cost, Lookups(load)))
         return cost
 
     @property
@@ -102,7 +102,7 @@ class Context:
         return self.operation.cost
 
     @property
-    def devices(self) -> DataLoader[DeviceIdentifier, Device | None]:
+    def devices(self) -> Lookups[DeviceIdentifier, Device | None]:
         return self.operation.devices
 
 

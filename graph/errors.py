@@ -1,13 +1,10 @@
 """Typed GraphQL errors, and what every response says in ``extensions``."""
 
-from collections.abc import Iterator
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import SchemaExtension
 
-from graph.context import Context
 from models.errors import ErrorCode, WarningCode
 from models.instants import format_api_instant
 from resolvers.cursors import CursorError
@@ -75,56 +72,42 @@ def _device_list_warning(error: UpstreamError) -> dict[str, Any]:
     return warning
 
 
-class ResponseExtensions(SchemaExtension):
-    """Gives each operation its own Cost; gives upstream and input errors their codes;
-    reports cost and warnings."""
+def type_errors(errors: list[GraphQLError]) -> None:
+    """Gives upstream and input errors their codes."""
+    for error in errors:
+        extensions = _extensions(error.original_error) if error.original_error else None
+        if extensions is not None:
+            error.extensions = {**(error.extensions or {}), **extensions}
 
-    cost: Cost | None = None
 
-    def on_operation(self) -> Iterator[None]:
-        context = self.execution_context.context
-        if isinstance(context, Context):
-            self.cost = context.begin_operation()
-        yield
-
-    def on_execute(self) -> Iterator[None]:
-        yield
-        result = self.execution_context.result
-        for error in (result.errors or []) if result else []:
-            extensions = _extensions(error.original_error) if error.original_error else None
-            if extensions is not None:
-                error.extensions = {**(error.extensions or {}), **extensions}
-
-    def get_results(self) -> dict[str, Any]:
-        cost = self.cost
-        if cost is None:
-            return {}
-        results: dict[str, Any] = {
-            "cost": {"upstreamCalls": cost.upstream_calls, "cacheHits": cost.cache_hits}
+def response_extensions(cost: Cost) -> dict[str, Any]:
+    """What a response says in ``extensions``: its cost, and its warnings."""
+    results: dict[str, Any] = {
+        "cost": {"upstreamCalls": cost.upstream_calls, "cacheHits": cost.cache_hits}
+    }
+    warnings: list[dict[str, Any]] = [
+        {
+            "code": WarningCode.UPSTREAM_GAP,
+            "message": gap.message,
+            "device": {"kind": device.kind.upper(), "identifier": device.identifier},
+            "occurredAt": format_api_instant(gap.instant),
+            "delivered": gap.delivered,
         }
-        warnings: list[dict[str, Any]] = [
+        for device, gap in cost.gaps
+    ]
+    if cost.stale_reads:
+        results["cost"]["staleReads"] = cost.stale_reads
+        warnings.append(
             {
-                "code": WarningCode.UPSTREAM_GAP,
-                "message": gap.message,
-                "device": {"kind": device.kind.upper(), "identifier": device.identifier},
-                "occurredAt": format_api_instant(gap.instant),
-                "delivered": gap.delivered,
+                "code": WarningCode.STALE_DATA,
+                "message": f"The upstream is unavailable: {cost.stale_reads} of its "
+                "answers came from the cache after their freshness ran out; newer "
+                "events may be missing.",
+                "staleReads": cost.stale_reads,
             }
-            for device, gap in cost.gaps
-        ]
-        if cost.stale_reads:
-            results["cost"]["staleReads"] = cost.stale_reads
-            warnings.append(
-                {
-                    "code": WarningCode.STALE_DATA,
-                    "message": f"The upstream is unavailable: {cost.stale_reads} of its "
-                    "answers came from the cache after their freshness ran out; newer "
-                    "events may be missing.",
-                    "staleReads": cost.stale_reads,
-                }
-            )
-        if cost.device_list_unavailable is not None:
-            warnings.append(_device_list_warning(cost.device_list_unavailable))
-        if warnings:
-            results["warnings"] = warnings
-        return results
+        )
+    if cost.device_list_unavailable is not None:
+        warnings.append(_device_list_warning(cost.device_list_unavailable))
+    if warnings:
+        results["warnings"] = warnings
+    return results

@@ -7,13 +7,14 @@ read from the settings per request and errors that say QUERY_TOO_COMPLEX (the pa
 refusal is marked by graph.observability, the first to see it). Strawberry's own
 QueryDepthLimiter and MaxAliasesLimiter take their limits once, for every request of the
 schema, where ours are each service's. The cost bound needs the variables, so it is
-checked once validation has passed, just before execution. Introspection is refused the
+checked once validation has passed, just before execution; it is kept per document and
+values of the variables it reads. Introspection is refused the
 same way, with graphql-core's NoSchemaIntrospectionCustomRule added per request, where
 Strawberry's DisableIntrospection would refuse it for every service of the schema.
 """
 
-from collections.abc import Iterator
-from functools import cache
+from collections.abc import Hashable, Iterator
+from functools import cache, lru_cache
 from typing import Any
 
 import strawberry
@@ -26,17 +27,22 @@ from graphql import (
     GraphQLSchema,
     GraphQLSyntaxError,
     InlineFragmentNode,
+    ListValueNode,
     NoSchemaIntrospectionCustomRule,
+    ObjectValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    Undefined,
     ValidationContext,
     ValidationRule,
+    ValueNode,
+    VariableNode,
     build_schema,
     get_named_type,
     get_operation_ast,
     value_from_ast_untyped,
 )
-from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
 
 from graph.context import Limits
 from graph.relay import DEFAULT_PAGE, MAX_PAGE
@@ -189,7 +195,10 @@ class _Cost:
     def _argument(self, field: FieldNode, name: str) -> Any:
         for argument in field.arguments or ():
             if argument.name.value == name:
-                return value_from_ast_untyped(argument.value, self.variables)
+                value = value_from_ast_untyped(argument.value, self.variables)
+                # A variable the request leaves out is no argument at all: `first: $first`
+                # without $first must not hide `last: 500` behind the default page.
+                return None if value is Undefined else value
         return None
 
     def _page(self, field: FieldNode) -> int:
@@ -280,58 +289,153 @@ class _Cost:
         return cost
 
 
-class QueryLimits(SchemaExtension):
-    """Depth, tokens, aliases and cost, as the settings bound them."""
+class _Same:
+    """A key equal only to a key of the same object: AST nodes hash their whole tree."""
 
-    def _settings(self) -> Limits:
-        limits: Limits = self.execution_context.context.services.limits
-        return limits
+    __slots__ = ("value",)
 
-    def on_operation(self) -> Iterator[None]:
-        settings = self._settings()
-        context = self.execution_context
-        context.parse_options["max_tokens"] = settings.max_query_tokens
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __hash__(self) -> int:
+        return id(self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.value is self.value
+
+
+_ABSENT = object()
+_PRICED_ARGUMENTS = frozenset({"first", "last", "filter", "input"})
+"""The arguments a cost reads (``_Cost._argument``): its variables are all it depends on."""
+COSTS_KEPT = 64
+"""Costs kept for each operation, by the values of its priced variables."""
+
+
+def _frozen(value: Any) -> Hashable:
+    """A variable's value as a key: by type too, as the cost tells 1 from 1.0 and True."""
+    if isinstance(value, dict):
+        return (dict, tuple(sorted((key, _frozen(item)) for key, item in value.items())))
+    if isinstance(value, list):
+        return (list, tuple(_frozen(item) for item in value))
+    return (type(value), value)
+
+
+class _Priced:
+    """An operation of a document, and what it costs for the priced variables' values."""
+
+    def __init__(
+        self, schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode
+    ) -> None:
+        self.schema = schema
+        self.operation = operation
+        self.fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        # Declared defaults count too: `$first: Int = 500` pages by 500.
+        self.defaults = {
+            d.variable.name.value: value_from_ast_untyped(d.default_value)
+            for d in operation.variable_definitions or ()
+            if d.default_value is not None
+        }
+        names: set[str] = set()
+        for node in (operation, *self.fragments.values()):
+            _priced_variables(node.selection_set, names)
+        self.names = tuple(sorted(names))
+        self.costs: dict[Hashable, int] = {}
+
+    def cost(self, variables: dict[str, Any]) -> int:
+        defaults = self.defaults
+        key = tuple(_frozen(variables.get(n, defaults.get(n, _ABSENT))) for n in self.names)
+        try:
+            cost = self.costs.get(key)
+        except TypeError:  # not JSON: priced every time
+            return self._walk(variables)
+        if cost is None:
+            if len(self.costs) >= COSTS_KEPT:
+                self.costs.clear()
+            cost = self.costs[key] = self._walk(variables)
+        return cost
+
+    def _walk(self, variables: dict[str, Any]) -> int:
+        merged = {**self.defaults, **variables}
+        root = self.schema.get_root_type(self.operation.operation)
+        return _Cost(self.schema, self.fragments, merged).of(self.operation.selection_set, root, 1)
+
+
+def _priced_variables(selections: SelectionSetNode, names: set[str]) -> None:
+    for selection in selections.selections:
+        if isinstance(selection, FieldNode):
+            for argument in selection.arguments or ():
+                if argument.name.value in _PRICED_ARGUMENTS:
+                    names.update(
+                        node.name.value
+                        for node in _walk_values(argument.value)
+                        if isinstance(node, VariableNode)
+                    )
+            if selection.selection_set is not None:
+                _priced_variables(selection.selection_set, names)
+        elif isinstance(selection, InlineFragmentNode):
+            _priced_variables(selection.selection_set, names)
+        # A fragment spread: its definition is walked on its own.
+
+
+def _walk_values(value: ValueNode) -> Iterator[ValueNode]:
+    yield value
+    if isinstance(value, ListValueNode):
+        for item in value.values:
+            yield from _walk_values(item)
+    elif isinstance(value, ObjectValueNode):
+        for field in value.fields:
+            yield from _walk_values(field.value)
+
+
+@lru_cache(maxsize=256)
+def _priced(
+    schema: strawberry.Schema, document: _Same, operation_name: str | None
+) -> _Priced | None:
+    # The key holds the document: its id is not reused while its costs are kept.
+    assert isinstance(document.value, DocumentNode)
+    operation = get_operation_ast(document.value, operation_name)
+    if operation is None:
+        return None
+    return _Priced(_type_system(schema), document.value, operation)
+
+
+def limit(context: ExecutionContext, settings: Limits) -> None:
+    """Puts the settings' bounds on depth, tokens, aliases and introspection."""
+    context.parse_options["max_tokens"] = settings.max_query_tokens
+    rules = _bounds_rule(settings.max_query_depth, settings.max_query_aliases)
+    if settings.introspection:
+        context.validation_rules = (*context.validation_rules, rules)
+    else:
+        # __schema and __type refused (GRAPHQL_VALIDATION_FAILED); __typename stays.
         context.validation_rules = (
             *context.validation_rules,
-            _bounds_rule(settings.max_query_depth, settings.max_query_aliases),
+            rules,
+            NoSchemaIntrospectionCustomRule,
         )
-        if not settings.introspection:
-            # __schema and __type refused (GRAPHQL_VALIDATION_FAILED); __typename stays.
-            context.validation_rules = (*context.validation_rules, NoSchemaIntrospectionCustomRule)
-        yield
 
-    def on_execute(self) -> Iterator[None]:
-        maximum = self._settings().max_query_cost
-        context = self.execution_context
-        document = context.graphql_document
-        operation = get_operation_ast(document, context.operation_name) if document else None
-        if document is not None and operation is not None:
-            fragments = {
-                d.name.value: d
-                for d in document.definitions
-                if isinstance(d, FragmentDefinitionNode)
-            }
-            # Declared defaults count too: `$first: Int = 500` pages by 500.
-            variables = {
-                d.variable.name.value: value_from_ast_untyped(d.default_value)
-                for d in operation.variable_definitions or ()
-                if d.default_value is not None
-            }
-            variables.update(context.variables or {})
-            schema = _type_system(context.schema)
-            cost = _Cost(schema, fragments, variables).of(
-                operation.selection_set, schema.get_root_type(operation.operation), 1
-            )
-            if cost > maximum:
-                raise too_complex(
-                    f"The operation could cost {cost} (page sizes times the page sizes "
-                    f"around them, {FULL_RANGE_READ} for each history totalCount or "
-                    f"filtered page, and report devices); at most {maximum} is allowed.",
-                    "cost",
-                    cost=cost,
-                    maximum=maximum,
-                )
-        yield
+
+def check_cost(context: ExecutionContext, maximum: int) -> None:
+    """Refuses a valid operation that could cost more than ``maximum``. An operation's
+    cost is kept for the values of the variables it reads (pages and filters, never a
+    cursor), so a client paging with one document prices it once."""
+    document = context.graphql_document
+    if document is None:
+        return
+    priced = _priced(context.schema, _Same(document), context.operation_name)
+    if priced is None:
+        return
+    cost = priced.cost(context.variables or {})
+    if cost > maximum:
+        raise too_complex(
+            f"The operation could cost {cost} (page sizes times the page sizes "
+            f"around them, {FULL_RANGE_READ} for each history totalCount or "
+            f"filtered page, and report devices); at most {maximum} is allowed.",
+            "cost",
+            cost=cost,
+            maximum=maximum,
+        )
 
 
 def parse_refused(error: GraphQLSyntaxError) -> bool:

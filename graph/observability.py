@@ -1,23 +1,28 @@
 """Every GraphQL error gets a code, unexpected ones are masked and logged once; operations
-and open subscriptions are counted (``server.metrics`` serves the counts)."""
+and open subscriptions are counted (``server.metrics`` serves the counts); and the one
+extension every operation runs."""
 
 import asyncio
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Hashable, Iterator
+from typing import Any
 
 import strawberry
-from graphql import GraphQLError, GraphQLSyntaxError, get_operation_ast
+from graphql import DocumentNode, GraphQLError, GraphQLSyntaxError, get_operation_ast
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
-from graph.errors import UNEXPECTED
+from graph.context import Context
+from graph.errors import UNEXPECTED, response_extensions, type_errors
 from graph.errors import _extensions as typed_extensions
-from graph.limits import parse_refused
+from graph.limits import check_cost, limit, parse_refused
 from graph.requests import current_request
 from graph.sharing import shared_execution
 from models.errors import ErrorCode
 from resolvers.metrics import OPEN_SUBSCRIPTIONS, REQUESTS
+from resolvers.upstream import Cost
 
 MAX_OPERATION_LABELS = 200
 """Distinct operation names the metrics keep apart; later ones count as "other"."""
@@ -102,28 +107,37 @@ def _outcome(errors: list[GraphQLError] | None) -> str:
     return str((errors[0].extensions or {}).get("code") or ErrorCode.INTERNAL_SERVER_ERROR)
 
 
-class OperationMetrics(SchemaExtension):
-    """provgraph_requests by operation and outcome; provgraph_open_subscriptions."""
+DOCUMENTS_KEPT = 256
+"""Valid documents kept parsed (per text, token limit and validation rules)."""
+
+_documents: dict[Hashable, DocumentNode] = {}
+_documents_lock = threading.Lock()  # the in-process benchmarks run two loops
+
+
+class OperationHooks(SchemaExtension):
+    """What every operation runs around it, in one extension, as Strawberry's hooks cost
+    per extension and per stage of every request: its limits (``graph.limits``), its
+    Cost and device lookups, its document parsed and validated once per text, its
+    metrics (provgraph_requests by operation and outcome, provgraph_open_subscriptions),
+    and its response's extensions (cost and warnings).
+
+    A document that passed validation is kept under its text, token limit and rules, and
+    given to the next request with them before Strawberry parses: neither parsed nor
+    validated again, nor hashed (an AST hashes its whole tree: ~26 us for a history page's
+    document). One that fails is parsed and validated again the next time, as any new one.
+    """
 
     def __init__(self) -> None:
         self._subscribed = False
-
-    def on_execute(self) -> Iterator[None]:
-        # A group's own operation (graph/sharing.py) is not counted: its members' are.
-        if (
-            self.execution_context.operation_type is OperationType.SUBSCRIPTION
-            and not shared_execution()
-        ):
-            self._subscribed = True
-            OPEN_SUBSCRIPTIONS.inc()
-        yield
+        self._cost: Cost | None = None
+        self._document_key: Hashable | None = None
 
     def on_operation(self) -> Iterator[None]:
-        if shared_execution():
-            yield
-            return
+        # A group's own operation (graph/sharing.py) is not counted: its members' are.
+        counted = not shared_execution()
         outcome: str | None = None
         try:
+            self._begin()
             yield
             result = self.execution_context.result
             outcome = _outcome(getattr(result, "errors", None))
@@ -140,10 +154,59 @@ class OperationMetrics(SchemaExtension):
             outcome = ErrorCode.INTERNAL_SERVER_ERROR
             raise
         finally:
-            if self._subscribed:
-                OPEN_SUBSCRIPTIONS.dec()
-            label = _operation_label(self.execution_context)
-            if (info := current_request()) is not None:
-                info.operation = label  # for the access line
-            if outcome is not None:
-                REQUESTS.labels(label, outcome).inc()
+            if counted:
+                self._count(outcome)
+
+    def _begin(self) -> None:
+        execution = self.execution_context
+        context = execution.context
+        limit(execution, context.services.limits)
+        # Operations over one WebSocket share a Context, each with a Cost of its own.
+        if isinstance(context, Context):
+            self._cost = context.begin_operation()
+        if execution.graphql_document is None and execution.query is not None:
+            key = (
+                execution.schema,
+                execution.query,
+                execution.parse_options.get("max_tokens"),
+                execution.validation_rules,
+            )
+            document = _documents.get(key)
+            if document is None:
+                self._document_key = key  # kept once it has passed validation
+            else:
+                execution.graphql_document = document
+                execution.pre_execution_errors = []  # Strawberry validates no further
+
+    def _count(self, outcome: str | None) -> None:
+        if self._subscribed:
+            OPEN_SUBSCRIPTIONS.dec()
+        label = _operation_label(self.execution_context)
+        if (info := current_request()) is not None:
+            info.operation = label  # for the access line
+        if outcome is not None:
+            REQUESTS.labels(label, outcome).inc()
+
+    def on_execute(self) -> Iterator[None]:
+        execution = self.execution_context
+        # Validation has passed: Strawberry executes only valid documents.
+        if self._document_key is not None and execution.graphql_document is not None:
+            _keep(self._document_key, execution.graphql_document)
+        if execution.operation_type is OperationType.SUBSCRIPTION and not shared_execution():
+            self._subscribed = True
+            OPEN_SUBSCRIPTIONS.inc()
+        check_cost(execution, execution.context.services.limits.max_query_cost)
+        yield
+        result = execution.result
+        if result is not None and result.errors:
+            type_errors(result.errors)
+
+    def get_results(self) -> dict[str, Any]:
+        return response_extensions(self._cost) if self._cost is not None else {}
+
+
+def _keep(key: Hashable, document: DocumentNode) -> None:
+    with _documents_lock:
+        if len(_documents) >= DOCUMENTS_KEPT:
+            del _documents[next(iter(_documents))]  # the oldest
+        _documents[key] = document

@@ -1,20 +1,17 @@
 """The schema: root fields of every domain, and the extensions every operation runs."""
 
-from functools import partial
-
 import strawberry
-from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.name_converter import NameConverter
 from strawberry.tools import merge_types
 
 from graph.context import Info
 from graph.devices import queries as devices
 from graph.devices.identifiers import DeviceIdentifierInput
 from graph.devices.types import Device
-from graph.errors import ERROR_CODES, WARNING_CODES, ResponseExtensions
+from graph.errors import ERROR_CODES, WARNING_CODES
 from graph.execution import EventExecutor
-from graph.limits import QueryLimits
-from graph.observability import OperationMetrics, Schema
+from graph.observability import OperationHooks, Schema
 from graph.permissions import needs_scope_of_node
 from graph.recipes import mutations as recipe_mutations
 from graph.recipes import queries as recipe_queries
@@ -31,6 +28,21 @@ from graph.tracing import tracing
 async def node(info: Info, id: strawberry.ID) -> Node | None:
     type_name, parts = parse_global_id(id)
     return await load_node(info, type_name, parts)
+
+
+class Names(NameConverter):
+    """Strawberry names each argument anew on every call of its resolver (nine camel-case
+    conversions for a history page, ~6 us): each name is converted once here."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._converted: dict[str, str] = {}
+
+    def apply_naming_config(self, name: str) -> str:
+        converted = self._converted.get(name)
+        if converted is None:
+            converted = self._converted[name] = super().apply_naming_config(name)
+        return converted
 
 
 @strawberry.type
@@ -56,8 +68,7 @@ schema = Schema(
     mutation=Mutation,
     subscription=Subscription,
     types=[Device, DeviceIdentifierInput, ProvisioningRecipe, ERROR_CODES, WARNING_CODES],
-    # Frontends send the same few documents again and again: parse and validate each once
-    # (both caches live at module level; factories, not instances, per request).
+    # Factories, not instances: Strawberry makes each request its own.
     extensions=[
         # First, so that its span holds the others' work: spans for the operation and
         # for the fields that read the upstream, only while tracing is on.
@@ -71,12 +82,10 @@ schema = Schema(
                 "Query.provisioningReport",
             }
         ),
-        OperationMetrics,
-        QueryLimits,
-        ResponseExtensions,
-        partial(ParserCache, maxsize=256),
-        partial(ValidationCache, maxsize=256),
+        # Limits, metrics, the response's extensions, and each document parsed and
+        # validated once (frontends send the same few again and again).
+        OperationHooks,
     ],
-    config=StrawberryConfig(scalar_map=SCALARS),
+    config=StrawberryConfig(scalar_map=SCALARS, name_converter=Names()),
     execution_context_class=EventExecutor,
 )

@@ -123,6 +123,16 @@ async def test_the_cost_bound_counts_nested_pages_and_report_devices(tmp_path):
         assert no_upstream_calls(api)
 
 
+async def test_a_page_asked_by_last_alone_is_priced_by_last(tmp_path):
+    either = COSTLY.replace("$events: Int", "$events: Int, $first: Int").replace(
+        "first: $events", "first: $first, last: $events"
+    )
+    for api in api_server(tmp_path, max_query_cost=100):
+        error = refusal(await api.query(either, {"devices": 10, "events": 10}, expect_errors=True))
+        assert error["extensions"]["cost"] == 110
+        assert no_upstream_calls(api)
+
+
 async def test_the_default_cost_bound_refuses_pages_of_pages(api):
     error = refusal(await api.query(COSTLY, {"devices": 500, "events": 500}, expect_errors=True))
     assert error["extensions"]["cost"] == 500 + 500 * 500

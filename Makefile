@@ -8,6 +8,8 @@ AUDIT := tests/http_audit/node_modules/.installed
 CLIENTS := tests/clients/node_modules/.installed
 GRAPHIQL := server/static/graphiql
 GRAPHIQL_NPM := server/graphiql/node_modules
+DASHBOARD := server/static/dashboard
+DASHBOARD_NPM := server/dashboard/node_modules
 
 .PHONY: assets serve test test-fast test-newest lint format bench schema documents docs clean
 
@@ -50,7 +52,15 @@ $(GRAPHIQL)/.installed: server/graphiql/package-lock.json $(wildcard tests/queri
 	cp tests/queries/*.graphql $(GRAPHIQL)/examples/
 	touch $@
 
-assets: $(GRAPHIQL)/.installed
+# The dashboard's libraries (Chart.js, graphql-ws), pinned in server/dashboard/package-lock.json,
+# beside its own script and styles; its documents come from the trusted documents manifest.
+$(DASHBOARD)/.installed: server/dashboard/package-lock.json
+	@command -v npm >/dev/null || { echo "The dashboard's files come from npm: install Node.js and npm, then run make assets"; exit 1; }
+	npm ci --prefix server/dashboard --no-audit --no-fund --loglevel=error
+	cp $(DASHBOARD_NPM)/chart.js/dist/chart.umd.min.js $(DASHBOARD_NPM)/graphql-ws/umd/graphql-ws.min.js $(DASHBOARD)/
+	touch $@
+
+assets: $(GRAPHIQL)/.installed $(DASHBOARD)/.installed
 
 serve: $(STAMP) assets
 	$(BIN)/provgraph serve --dev
@@ -97,4 +107,5 @@ bench: $(STAMP)
 	done; test -z "$$failed" || { echo "missed a bar:$$failed"; exit 1; }
 
 clean:
-	rm -rf $(VENV) tests/clients/node_modules tests/http_audit/node_modules *.egg-info .pytest_cache .ruff_cache .hypothesis $(GRAPHIQL_NPM) $(GRAPHIQL)/.installed
+	rm -rf $(VENV) tests/clients/node_modules tests/http_audit/node_modules *.egg-info .pytest_cache .ruff_cache .hypothesis $(GRAPHIQL_NPM) $(GRAPHIQL)/.installed \
+		$(DASHBOARD_NPM) $(DASHBOARD)/.installed $(DASHBOARD)/*.min.js

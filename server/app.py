@@ -13,8 +13,9 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from graph.schema import schema
 from resolvers.health import is_ready, readiness
+from server import dashboard
 from server.auth import Authentication, check_settings, jwt_verifier
-from server.development import ASSETS_MOUNT, GraphiQLAssets, announce
+from server.development import ASSETS, ASSETS_MOUNT, ImmutableAssets, announce
 from server.exports import FAILURES_HEADER, history_csv, report_csv
 from server.http import GraphQLApp
 from server.metrics import metrics
@@ -115,7 +116,9 @@ def _routes(settings: Settings, simulator: Simulator | None) -> list[BaseRoute]:
         Route("/metrics", metrics),
         # PUT and DELETE: GraphQL over SSE's single connection mode (server/sse.py).
         Route("/graphql", graphql, methods=["GET", "POST", "PUT", "DELETE"]),
-        Mount(ASSETS_MOUNT, app=GraphiQLAssets()),
+        Mount(ASSETS_MOUNT, app=ImmutableAssets(directory=ASSETS)),
+        Route(dashboard.PATH, dashboard.dashboard),
+        Mount(dashboard.ASSETS_MOUNT, app=ImmutableAssets(directory=dashboard.ASSETS)),
         Route("/exports/provisioning-history.csv", history_csv),
         Route("/exports/provisioning-report.csv", report_csv),
         WebSocketRoute("/graphql", graphql),

@@ -1,8 +1,9 @@
 """Authentication at the edge: who is calling, before anything runs.
 
 HTTP: every request needs ``Authorization: Bearer <token>`` except the health checks,
-the embedded simulator, CORS preflights and GraphiQL's page and files; without a usable
-credential the answer is 401 with a GraphQL error coded ``UNAUTHENTICATED``.
+the embedded simulator, CORS preflights, and the pages of GraphiQL and the dashboard with
+their files; without a usable credential the answer is 401 with a GraphQL error coded
+``UNAUTHENTICATED``.
 
 WebSocket: the upgrade is accepted either way, and ``connection_init`` decides. Its
 payload's ``Authorization`` (or ``authToken``) wins over the upgrade request's header;
@@ -23,6 +24,7 @@ from models.errors import ErrorCode
 from models.principal import ANONYMOUS, Principal
 from resolvers.auth import Authenticator, Unauthenticated
 from resolvers.identity import JwtVerifier
+from server import dashboard
 from server.development import (
     ASSETS_MOUNT,
     asks_for_graphiql,
@@ -38,7 +40,7 @@ from soap.simulator import MOUNT as SIMULATOR_MOUNT
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset(("/healthz", "/readyz", "/metrics"))
+OPEN_PATHS = frozenset(("/healthz", "/readyz", "/metrics", dashboard.PATH))
 
 
 def check_settings(settings: Settings) -> None:
@@ -108,7 +110,9 @@ def _open(connection: HTTPConnection) -> bool:
     return (
         connection.scope["method"] == "OPTIONS"
         or path in OPEN_PATHS
-        or path.startswith((SIMULATOR_MOUNT + "/", ASSETS_MOUNT + "/"))
+        or path.startswith(
+            (SIMULATOR_MOUNT + "/", ASSETS_MOUNT + "/", dashboard.ASSETS_MOUNT + "/")
+        )
         or _graphiql_page(connection)
     )
 

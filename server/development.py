@@ -155,44 +155,49 @@ def graphiql_page(connection: HTTPConnection) -> str:
     GraphiQL sends the editor's headers with every request and, over WebSocket, as the
     ``connection_init`` payload: both then carry the token. Its files come from
     ``ASSETS_MOUNT``, and the frontend's documents are its first tabs."""
-    token: str | None = connection.app.state.services.authenticator.development_token
+    authorization = development_authorization(connection)
     headers = None
-    if token is not None and is_local(connection):
-        headers = json.dumps({"Authorization": f"Bearer {token}"}, indent=2)
+    if authorization is not None:
+        headers = json.dumps({"Authorization": authorization}, indent=2)
     examples = [
         path.read_text(encoding="utf-8") for path in sorted(ASSETS.glob("examples/*.graphql"))
     ]
     values = {
         "ASSETS": ASSETS_MOUNT,
-        "VERSION": _assets_version(),
-        "PREFILLED_HEADERS": _script_json(headers),
-        "EXAMPLES": _script_json(examples),
+        "VERSION": assets_version(ASSETS),
+        "PREFILLED_HEADERS": script_json(headers),
+        "EXAMPLES": script_json(examples),
     }
     # One pass: no filled-in value is searched for placeholders in turn.
     return _PLACEHOLDER.sub(lambda match: values[match[1]], _GRAPHIQL)
 
 
-def _script_json(value: object) -> str:
+def development_authorization(connection: HTTPConnection) -> str | None:
+    """The ``Authorization`` value that a page served to this request (GraphiQL's, the
+    dashboard's) starts with: the development token's, where there is one and the request
+    is local; else None, and the page asks for a token."""
+    token: str | None = connection.app.state.services.authenticator.development_token
+    return f"Bearer {token}" if token is not None and is_local(connection) else None
+
+
+def script_json(value: object) -> str:
     # JSON in a script element: with "<" escaped, nothing in it can end the element.
     return json.dumps(value).replace("<", "\\u003c")
 
 
-def _assets_version() -> str:
-    """Changes whenever ``make assets`` puts files in place: the page's asset URLs carry
-    it, so that browsers, which keep those files for a year, fetch new ones then."""
+def assets_version(directory: Path) -> str:
+    """Changes whenever ``make assets`` puts files in ``directory``: a page's asset URLs
+    carry it, so that browsers, which keep those files for a year, fetch new ones then."""
     digest = hashlib.sha256()
-    for entry in sorted(os.scandir(ASSETS), key=lambda entry: entry.name):
+    for entry in sorted(os.scandir(directory), key=lambda entry: entry.name):
         stat = entry.stat()
         digest.update(f"{entry.name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
 
 
-class GraphiQLAssets(StaticFiles):
-    """GraphiQL's files, open to everyone like its page, and kept by browsers for a year
-    (their URLs change with them)."""
-
-    def __init__(self) -> None:
-        super().__init__(directory=ASSETS)
+class ImmutableAssets(StaticFiles):
+    """A page's files (GraphiQL's, the dashboard's), open to everyone like the page, and
+    kept by browsers for a year (their URLs change with them)."""
 
     def file_response(
         self,

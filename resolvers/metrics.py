@@ -63,3 +63,29 @@ SHARED_GROUPS = Gauge(
     "provgraph_shared_subscription_groups",
     "Groups of subscribers sharing one execution per event, open on this process.",
 )
+REPORT_CHUNKS = Counter(
+    "provgraph_report_chunks",
+    "Report job chunks by what happened: done, retried (an attempt failed), reclaimed "
+    "(taken over after its worker stopped).",
+    ["event"],
+)
+REPORT_CHUNK_SECONDS = Histogram(
+    "provgraph_report_chunk_seconds",
+    "Time of one report job chunk's finishing attempt.",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0),
+)
+REPORT_QUEUE_DEPTH = Gauge(
+    "provgraph_report_queue_depth",
+    "Report job steps (plans and chunks) waiting for a worker, as this replica last saw.",
+)
+BUDGET_WAIT_SECONDS = Histogram(
+    "provgraph_upstream_budget_wait_seconds",
+    "Time a call attempt waited for the upstream budget (UPSTREAM_CONCURRENCY in flight, "
+    "and on a shared budget UPSTREAM_CALLS_PER_SECOND too), by priority (interactive, job).",
+    ["priority"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+BUDGET_IN_FLIGHT = Gauge(
+    "provgraph_upstream_budget_in_flight",
+    "Call attempts of this process holding a slot of the upstream budget.",
+)

@@ -12,6 +12,7 @@ own list, or the account's device list read through GetDeviceList and filtered),
 """
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from models.instants import TICKS_PER_SECOND, from_datetime
 from models.principal import HISTORY_READ, Principal
 from models.reports import ReportDimension, TimeBucket
 from models.text import UNSTORABLE_RULE, storable
+from resolvers.budget import following_up
 from resolvers.devices import account_devices
 from resolvers.history import HistoryPager, Matcher, matcher, range_problem
 from resolvers.recipes import UserError
@@ -196,9 +198,11 @@ async def run_report(
     progress: Progress,
     concurrency: int,
     on_device: Callable[[], Awaitable[None]] | None = None,
+    on_last_started: Callable[[], None] | None = None,
 ) -> Report:
     """The report, reading devices side by side (each device's windows one after
-    another), counting into ``progress`` as devices finish."""
+    another), counting into ``progress`` as devices finish. ``on_last_started`` is told
+    once every device is being read: from then on fewer and fewer readers are busy."""
     rows: dict[RowKey, Row] = {}
     failures: list[Failure] = []
     totals = {"events": 0, "scanned": 0}
@@ -215,18 +219,23 @@ async def run_report(
         events = 0
         pager = HistoryPager(fetch, device, spec.earliest, spec.latest)
         matches = spec.matches
-        async for batch in pager.events():
-            for event in batch:
-                if not matches(event):
-                    continue
-                key = key_of(event)
-                row = mine.get(key)
-                if row is None:
-                    mine[key] = Row(1, event.occurred_at, event.occurred_at)
-                else:
-                    row.count += 1
-                    row.last = event.occurred_at  # a device's events come oldest first
-                events += 1
+        first = True
+        with contextlib.ExitStack() as later:
+            async for batch in pager.events():
+                if first:  # the device's next windows continue a read under way
+                    later.enter_context(following_up())
+                    first = False
+                for event in batch:
+                    if not matches(event):
+                        continue
+                    key = key_of(event)
+                    row = mine.get(key)
+                    if row is None:
+                        mine[key] = Row(1, event.occurred_at, event.occurred_at)
+                    else:
+                        row.count += 1
+                        row.last = event.occurred_at  # a device's events come oldest first
+                    events += 1
         for key, row in mine.items():
             merged = rows.get(key)
             if merged is None:
@@ -241,6 +250,8 @@ async def run_report(
     async def worker() -> None:
         while not queue.empty():
             device = queue.get_nowait()
+            if queue.empty() and on_last_started is not None:
+                on_last_started()
             try:
                 await read(device)
                 totals["scanned"] += 1
@@ -271,8 +282,9 @@ def device_json(device: DeviceIdentifier) -> dict[str, str]:
     return {"kind": device.kind, "identifier": device.identifier}
 
 
-def report_json(report: Report, spec: ReportSpec) -> dict[str, Any]:
-    """The report as plain JSON: what a job stores and every view is built from."""
+def report_json(report: Report, spec: ReportSpec, ordered: bool = True) -> dict[str, Any]:
+    """The report as plain JSON: what a job stores and every view is built from. Its
+    rows in their order unless not ``ordered`` (a part that ``merge_reports`` orders)."""
     rows = []
     for key, row in report.rows.items():
         values: dict[str, Any] = {}
@@ -289,15 +301,56 @@ def report_json(report: Report, spec: ReportSpec) -> dict[str, Any]:
                 "lastOccurredAt": row.last,
             }
         )
-    rows.sort(key=lambda r: json.dumps(r["key"], sort_keys=True, default=str))
+    if ordered:
+        rows.sort(key=_row_order)
+    # In the report's device order, not the order reads happened to end in: a report cut
+    # into chunks merges into the same failures as one read whole.
+    place = {device: index for index, device in enumerate(dict.fromkeys(spec.devices))}
     return {
         "rows": rows,
         "totalEvents": report.total_events,
         "devicesScanned": report.devices_scanned,
         "failures": [
             {"device": device_json(f.device), "code": f.code, "message": f.message}
-            for f in report.failures
+            for f in sorted(report.failures, key=lambda f: place[f.device])
         ],
+    }
+
+
+def _row_order(row: dict[str, Any]) -> str:
+    return json.dumps(row["key"], sort_keys=True, default=str)
+
+
+def _row_identity(key: dict[str, Any]) -> tuple[Any, ...]:
+    # What tells rows apart, cheaper than their order's text: a chunked job merges
+    # every chunk's rows, thousands each.
+    return tuple(
+        (name, (value["kind"], value["identifier"]) if isinstance(value, dict) else value)
+        for name, value in sorted(key.items())  # JSONB keeps no key order
+    )
+
+
+def merge_reports(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One report from reports (``report_json``'s form, rows in any order) over disjoint
+    device sets, given in device order: exactly the report over all their devices at
+    once, since a row merges as counts add and first and last occurrences take their min
+    and max."""
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for part in parts:
+        for row in part["rows"]:
+            identity = _row_identity(row["key"])
+            merged = rows.get(identity)
+            if merged is None:
+                rows[identity] = dict(row)
+                continue
+            merged["count"] += row["count"]
+            merged["firstOccurredAt"] = min(merged["firstOccurredAt"], row["firstOccurredAt"])
+            merged["lastOccurredAt"] = max(merged["lastOccurredAt"], row["lastOccurredAt"])
+    return {
+        "rows": sorted(rows.values(), key=_row_order),
+        "totalEvents": sum(part["totalEvents"] for part in parts),
+        "devicesScanned": sum(part["devicesScanned"] for part in parts),
+        "failures": [failure for part in parts for failure in part["failures"]],
     }
 
 

@@ -2,9 +2,11 @@
 
 One ``Resilience`` serves the whole process. Each call first passes the circuit breaker
 (refused at once while the upstream is known to be down), then each attempt takes a
-slot of the calls-per-second limit (the real service throttles) before the client sends
-it. Only transient failures are retried, after a fully jittered exponential backoff, so
-that callers who failed together do not come back together.
+slot of the calls-per-second limit (the real service throttles) and, inside the client,
+of the upstream budget (resolvers/budget.py: exchanges in flight, interactive requests
+before report jobs, as ``calling_as`` says) before it is sent. Only transient failures
+are retried, after a fully jittered exponential backoff, so that callers who failed
+together do not come back together.
 """
 
 import asyncio
@@ -17,6 +19,7 @@ from typing import Literal, TypeVar
 
 from aiolimiter import AsyncLimiter
 
+from resolvers.budget import INTERACTIVE, Priority, calling_as
 from resolvers.metrics import CIRCUIT_STATE, UPSTREAM_CALLS, UPSTREAM_RETRIES, UPSTREAM_SECONDS
 from soap.errors import UpstreamError, UpstreamFault, UpstreamUnavailable
 
@@ -128,7 +131,8 @@ def per_second_limiter(calls_per_second: float) -> AsyncLimiter:
 
 
 class Resilience:
-    """The process's way to the upstream: breaker, then per attempt the rate limit."""
+    """The process's way to the upstream: breaker, then per attempt the rate limit
+    (``limiter``: the process's own; a shared budget counts its rate itself)."""
 
     def __init__(
         self,
@@ -147,11 +151,16 @@ class Resilience:
         # Read at scrape time: the circuit turns half-open by the clock, with no call.
         CIRCUIT_STATE.set_function(lambda: _GAUGE_VALUES[self.breaker.state])
 
-    async def call(self, operation: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def call(
+        self,
+        operation: str,
+        attempt: Callable[[], Awaitable[T]],
+        priority: Priority = INTERACTIVE,
+    ) -> T:
         """``attempt()``'s value, retried on transient failures; every error is typed."""
         probe = self.breaker.admit(operation)
         try:
-            value = await self._attempts(operation, attempt, probe)
+            value = await self._attempts(operation, attempt, probe, priority)
         except UpstreamError as error:
             if shows_outage(error):
                 self.breaker.failed(probe)
@@ -165,14 +174,15 @@ class Resilience:
         return value
 
     async def _attempts(
-        self, operation: str, attempt: Callable[[], Awaitable[T]], probe: bool
+        self, operation: str, attempt: Callable[[], Awaitable[T]], probe: bool, priority: Priority
     ) -> T:
         retry = 0
         while True:
-            if self.limiter is not None:
-                await self.limiter.acquire()
             try:
-                return await _measured(operation, attempt)
+                with calling_as(priority):
+                    if self.limiter is not None:
+                        await self.limiter.acquire()
+                    return await _measured(operation, attempt)
             except UpstreamError as error:
                 retry += 1
                 if not error.transient or retry >= self.retry.attempts:

@@ -1,6 +1,10 @@
 """Upstream reads through the window cache and the resilience layer, with what each
-request costs and the budget of calls it may spend."""
+request costs and the budget of calls it may spend, and history windows read ahead for
+clients paging forward."""
 
+import asyncio
+import contextvars
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -12,13 +16,15 @@ from opentelemetry import trace
 from models.devices import DeviceIdentifier, DeviceListPage
 from models.events import HistoryWindow
 from models.instants import TICKS_PER_SECOND, format_instant
+from resolvers.budget import INTERACTIVE, Priority
 from resolvers.cache import Described, Found, UpstreamCache
-from resolvers.history import FetchWindow, HistoryGap
+from resolvers.history import FetchWindow, HistoryGap, HistoryPage, next_window
 from resolvers.resilience import Resilience
 from soap.client import UwsClient
 from soap.errors import UpstreamError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
 
 
@@ -56,6 +62,9 @@ class Cost:
     gaps: list[tuple[DeviceIdentifier, HistoryGap]] = field(default_factory=list)
     device_list_unavailable: UpstreamError | None = None
     """Why the device list could not be read where a device's identifiers needed it."""
+    priority: Priority = INTERACTIVE
+    """Which callers' calls go first when the upstream budget is spent: report jobs'
+    wait while interactive requests wait."""
 
     def count(self, found: Found) -> None:
         self.cache_hits += found is Found.CACHED
@@ -91,12 +100,15 @@ class Upstream:
         policy: CachePolicy,
         resilience: Resilience,
         clock: Callable[[], float] = time.time,
+        read_ahead: int = 0,
     ) -> None:
         self.client = client
         self.cache = cache
         self.policy = policy
         self.resilience = resilience
         self._clock = clock
+        self._read_ahead = read_ahead
+        self._reading_ahead: set[asyncio.Task[None]] = set()
 
     def now(self) -> int:
         """The current instant in ticks."""
@@ -140,6 +152,40 @@ class Upstream:
 
         return fetch
 
+    def read_ahead(
+        self, cost: Cost, device: DeviceIdentifier, page: HistoryPage, first: int, latest: int
+    ) -> asyncio.Task[None] | None:
+        """After a forward page of ``first`` events with more to come: when the next page
+        of that size needs a window this one did not read, starts reading it, so that the
+        upstream answers while the client takes this page. The task, or None.
+
+        For a client paging on (the caller's to judge: one that stops wasted the call),
+        and only while ``cost``'s request has a call of its budget left, at the request's
+        priority. The call is not counted in ``cost``: the window is the next request's,
+        a cache hit there. At most ``read_ahead`` windows at once; ``aclose`` cancels them.
+        """
+        if not page.has_next or not page.items or len(self._reading_ahead) >= self._read_ahead:
+            return None
+        start = _unread_window(page, first, latest)
+        left = None if cost.budget is None else cost.budget - cost.upstream_calls
+        if start is None or (left is not None and left <= 0):
+            return None
+        fetch = self.history(Cost(budget=left, priority=cost.priority))
+        # A context of its own: the task must not keep the request's (its caller, its
+        # response) alive, as an expiry timer made in a request once did.
+        task = asyncio.get_running_loop().create_task(
+            _read_quietly(fetch, device, start, latest), context=contextvars.Context()
+        )
+        self._reading_ahead.add(task)
+        task.add_done_callback(self._reading_ahead.discard)
+        return task
+
+    async def aclose(self) -> None:
+        """Cancels the windows still being read ahead, and waits for them to end."""
+        for task in self._reading_ahead:
+            task.cancel()
+        await asyncio.gather(*self._reading_ahead, return_exceptions=True)
+
     def _load(
         self,
         operation: str,
@@ -173,7 +219,7 @@ class Upstream:
             # Before the breaker and the rate limit: a call that cannot be made takes
             # neither the half-open probe nor a slot of the process's call rate.
             cost.check()
-            return await self.resilience.call(operation, attempt)
+            return await self.resilience.call(operation, attempt, cost.priority)
 
         return load
 
@@ -217,6 +263,31 @@ async def _own(cost: Cost, read: Callable[[], Awaitable[T]]) -> T:
         except UpstreamBudgetExceeded as exceeded:
             if exceeded.cost is cost:
                 raise
+
+
+def _unread_window(page: HistoryPage, first: int, latest: int) -> int | None:
+    """The start of the window that a page of ``first`` events after ``page`` needs
+    beyond the windows ``page`` read, if any."""
+    after = page.items[-1].after
+    if after is None:
+        return None
+    known = page.windows.get(after.window_start)
+    if known is None:  # the page ended with a window's last event
+        return after.window_start
+    if len(known.items) - after.offset >= first:
+        return None
+    following, _ = next_window(known.window, latest)
+    return following.window_start if following is not None else None
+
+
+async def _read_quietly(
+    fetch: FetchWindow, device: DeviceIdentifier, start: int, latest: int
+) -> None:
+    try:
+        await fetch(device, start, latest)
+    except (UpstreamError, UpstreamBudgetExceeded) as error:
+        # The next page reads the window itself, and reports what goes wrong then.
+        log.debug("reading a window ahead failed: %s", error)
 
 
 class _NotCached(Exception):

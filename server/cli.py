@@ -1,11 +1,12 @@
 """The ``provgraph`` command: ``serve`` the API, ``simulate`` the upstream alone,
-``migrate`` the database, print the ``schema``, the ``settings`` or the trusted ``documents``,
-manage API ``tokens``."""
+``migrate`` the database, run a report ``worker``, print the ``schema``, the ``settings``
+or the trusted ``documents``, manage API ``tokens``."""
 
 import argparse
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import sys
 from importlib.metadata import version
@@ -21,7 +22,8 @@ from resolvers.database import create_engine, migrate
 from server.app import create_app
 from server.logs import configure_logging
 from server.persisted import manifest_json, manifest_of
-from server.services import streams_of
+from server.ratelimit import RateLimits
+from server.services import open_services, streams_of
 from server.settings import Settings
 from server.settings_doc import BEGIN, END, settings_markdown, with_settings_tables
 from server.startup import StartupProblem, check_database, listening_socket, read_settings
@@ -120,6 +122,32 @@ def _migrate(args: argparse.Namespace) -> None:
     print("database is at the newest schema")
 
 
+def _worker(args: argparse.Namespace) -> None:
+    settings = read_settings()
+    if settings.report_queue_url is None:
+        raise StartupProblem("a worker takes report jobs from REPORT_QUEUE_URL: set it")
+    settings = settings.model_copy(update={"report_worker": True})
+    rate_limits = RateLimits(
+        rate_limit=settings.rate_limit,
+        auth_failure_limit=settings.auth_failure_limit,
+        storage_url=settings.rate_limit_storage_url,
+        max_socket_operations=settings.max_subscriptions_per_credential,
+    )
+
+    async def run() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
+        # The services a chunk needs (the upstream, its cache and budget, the database),
+        # as a replica has them; no HTTP.
+        async with open_services(settings, rate_limits, None):
+            print("working on report jobs from REPORT_QUEUE_URL", flush=True)
+            await stopping.wait()
+
+    asyncio.run(run())
+
+
 def _schema(args: argparse.Namespace) -> None:
     print(schema.as_str())
 
@@ -177,6 +205,10 @@ def main(argv: list[str] | None = None) -> None:
     simulate.set_defaults(run=_simulate)
     migrate = commands.add_parser("migrate", help="bring DATABASE_URL to the newest schema")
     migrate.set_defaults(run=_migrate)
+    worker = commands.add_parser(
+        "worker", help="run report job chunks from REPORT_QUEUE_URL, without serving the API"
+    )
+    worker.set_defaults(run=_worker)
     export = commands.add_parser("schema", help="print the GraphQL schema (SDL)")
     export.set_defaults(run=_schema)
     settings = commands.add_parser(

@@ -1,6 +1,7 @@
 """What the server holds for the process's lifetime, around the GraphQL layer's services."""
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -12,7 +13,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
@@ -20,12 +22,15 @@ from graph.context import Context, Services
 from graph.tracing import trace_operations
 from models.principal import Principal
 from resolvers.auth import Authenticator
+from resolvers.budget import LocalBudget, budget_from_url
 from resolvers.cache import UpstreamCache, backend_from_url
 from resolvers.cursors import CursorCodec
 from resolvers.database import create_engine, migrate, sessions
 from resolvers.events import EventHub, broker_from_url
 from resolvers.identity import JwtVerifier
-from resolvers.jobs import ReportJobs
+from resolvers.job_chunks import ChunkWork
+from resolvers.job_queue import QueueRunner
+from resolvers.jobs import InProcessRunner, JobRunner, ReportJobs
 from resolvers.recipes import RecipeStore
 from resolvers.resilience import CircuitBreaker, Resilience, RetryPolicy, per_second_limiter
 from resolvers.tokens import TokenStore
@@ -104,10 +109,18 @@ async def open_services(
     """The composition root: every service the process shares, built from ``settings``
     (``clock`` stands in for time in tests), and closed again when the block ends."""
     credentials = settings.upstream_credentials()
+    budget = budget_from_url(
+        settings.upstream_budget_url,
+        settings.upstream_concurrency,
+        settings.upstream_calls_per_second,
+        # A lease outlives the longest exchange it covers, with time to spare.
+        lease_s=settings.uws_timeout_s + 5,
+    )
     uws = await UwsClient.open(
         settings.upstream_url,
         timeout_s=settings.uws_timeout_s,
-        max_in_flight=settings.upstream_concurrency,
+        # The budget is the one cap on exchanges in flight, interactive callers first.
+        in_flight=budget.gate,
         **credentials,
     )
     engine = create_engine(settings.database_url)
@@ -135,8 +148,9 @@ async def open_services(
             settings.upstream_circuit_cooldown_s,
             clock or time.monotonic,
         ),
+        # A shared budget counts the account's call rate itself.
         per_second_limiter(settings.upstream_calls_per_second)
-        if settings.upstream_calls_per_second is not None
+        if settings.upstream_calls_per_second is not None and isinstance(budget, LocalBudget)
         else None,
     )
     cache = UpstreamCache(
@@ -152,13 +166,15 @@ async def open_services(
         recent_ttl_s=settings.cache_ttl_recent_s,
         device_list_ttl_s=settings.device_list_ttl_s,
     )
-    upstream = Upstream(uws, cache, policy, resilience, clock or time.time)
+    upstream = Upstream(
+        uws, cache, policy, resilience, clock or time.time, settings.history_read_ahead
+    )
     jobs = ReportJobs(
         sessions(engine),
-        upstream,
-        settings.upstream_concurrency,
+        job_runner(settings, sessions(engine), upstream),
         max_per_owner=settings.max_report_jobs_per_credential,
     )
+    await jobs.open()
     authenticator = Authenticator(
         tokens,
         jwts,
@@ -187,22 +203,62 @@ async def open_services(
         # The process's provider: OpenTelemetry keeps the first one set.
         trace.set_tracer_provider(tracing)
         trace_operations(True)
+    # What startup made (modules, schema, WSDLs: ~200,000 objects) lives as long as the
+    # process: frozen, CPython's full collections no longer walk it each time. A cold
+    # read of a long history caches enough to set one off, which took ~100 ms then.
+    gc.collect()
+    gc.freeze()
     try:
         yield services
     finally:
+        gc.unfreeze()
         await jobs.stop()
         await hub.stop()
+        await upstream.aclose()
         await cache.close()
         try:
             await uws.log_out()
         except UpstreamError as exc:
             log.info("upstream log-out at shutdown failed: %s", exc)
         await uws.aclose()
+        await budget.close()  # after the log-out, which passes it
         await engine.dispose()
         if tracing is not None:
             trace_operations(False)
             # Exports the spans still queued, which may wait on the collector.
             await asyncio.to_thread(tracing.shutdown)
+
+
+def job_runner(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    upstream: Upstream,
+    run_worker: bool | None = None,
+) -> JobRunner:
+    """The job queue's runner with ``REPORT_QUEUE_URL``, else the in-process one; with a
+    worker of this process's unless ``run_worker`` (else ``REPORT_WORKER``) says not."""
+    work = ChunkWork(
+        sessions, upstream, settings.upstream_concurrency, settings.report_chunk_devices
+    )
+    if settings.report_queue_url is None:
+        return InProcessRunner(
+            sessions,
+            work,
+            settings.report_chunk_attempts,
+            settings.report_worker_chunks,
+            # A chunk's tail holds at least one call; more tails than calls allowed in
+            # flight would only wait.
+            open_chunks=settings.upstream_concurrency,
+        )
+    return QueueRunner(
+        settings.report_queue_url,
+        sessions,
+        work,
+        attempts=settings.report_chunk_attempts,
+        lease_s=settings.report_chunk_lease_s,
+        worker_concurrency=settings.report_worker_chunks,
+        run_worker=settings.report_worker if run_worker is None else run_worker,
+    )
 
 
 def streams_of(app: Starlette) -> HttpStreams | None:

@@ -109,8 +109,20 @@ class Settings(BaseSettings):
         default=8,
         ge=1,
         le=64,
-        description="Upstream calls in flight at once, for the whole process (reports "
-        "read this many devices at a time).",
+        description="Upstream calls in flight at once, for the whole process, or for every "
+        "replica together on a shared `UPSTREAM_BUDGET_URL` (reports read this many "
+        "devices at a time).",
+        json_schema_extra={"group": "service"},
+    )
+    history_read_ahead: int = Field(
+        default=2,
+        ge=0,
+        le=64,
+        description="History windows read ahead at once, for the whole process: when a "
+        "client pages forward with `after` and its next page of the same size needs a "
+        "window not read yet, that window is read while the client takes this page. A "
+        "client that stops there leaves one call spent for nothing (within its request's "
+        "`MAX_UPSTREAM_CALLS_PER_REQUEST`). 0: never.",
         json_schema_extra={"group": "service"},
     )
     outbox_retention_s: float = Field(
@@ -174,10 +186,19 @@ class Settings(BaseSettings):
     upstream_calls_per_second: float | None = Field(
         default=None,
         gt=0,
-        description="Upstream calls started per second at most, for the whole process "
-        "(retries included; bursts up to one second's worth), for a UWS account with a "
-        "contracted call rate. Unset: no cap beyond `UPSTREAM_CONCURRENCY`, so that the "
-        "default never makes the service slower than its own concurrency allows.",
+        description="Upstream calls started per second at most, for the whole process, or "
+        "for every replica together on a shared `UPSTREAM_BUDGET_URL` (retries included; "
+        "bursts up to one second's worth), for a UWS account with a contracted call rate. "
+        "Unset: no cap beyond `UPSTREAM_CONCURRENCY`, so that the default never makes the "
+        "service slower than its own concurrency allows.",
+        json_schema_extra={"group": "service"},
+    )
+    upstream_budget_url: str = Field(
+        default="memory://",
+        description="Where `UPSTREAM_CONCURRENCY` and `UPSTREAM_CALLS_PER_SECOND` are "
+        "counted: `memory://` (each process its own) or `redis://host:port/db`, one budget "
+        "for the UWS account shared by every replica on it. Either way interactive "
+        "requests take the next free slot before report jobs do.",
         json_schema_extra={"group": "service"},
     )
     cache_stale_for_s: float = Field(
@@ -410,6 +431,50 @@ class Settings(BaseSettings):
         "more is refused with the userError `TOO_MANY_JOBS`.",
         json_schema_extra={"group": "limits"},
     )
+    report_queue_url: str | None = Field(
+        default=None,
+        description="`redis://host:port/db`: report jobs run on the SAQ job queue there, "
+        "in chunks that any replica's worker takes; a replica that dies mid-way loses only "
+        "its chunk in flight, which another takes over after `REPORT_CHUNK_LEASE_S`. "
+        "Unset: each job runs in the process that started it.",
+        json_schema_extra={"group": "service"},
+    )
+    report_worker: bool = Field(
+        default=True,
+        description="Run a report worker inside the service process (with "
+        "`REPORT_QUEUE_URL`). Off: this replica only enqueues and answers; run workers "
+        "with `provgraph worker`.",
+        json_schema_extra={"group": "service"},
+    )
+    report_worker_chunks: int = Field(
+        default=2,
+        ge=1,
+        description="Report job chunks one worker runs at once (with `REPORT_QUEUE_URL`); "
+        "without, a job's chunks starting devices at once in the process that started it "
+        "(a chunk reading its last devices lets the next start). They share the process's "
+        "`UPSTREAM_CONCURRENCY`.",
+        json_schema_extra={"group": "service"},
+    )
+    report_chunk_devices: int = Field(
+        default=100,
+        ge=1,
+        description="Devices in one chunk of a report job: the most work a replica that "
+        "dies mid-job loses.",
+        json_schema_extra={"group": "service"},
+    )
+    report_chunk_lease_s: int = Field(
+        default=30,
+        ge=1,
+        description="How long a report job chunk whose worker stopped touching it stays "
+        "with that worker before another takes it over, seconds (with `REPORT_QUEUE_URL`).",
+        json_schema_extra={"group": "service"},
+    )
+    report_chunk_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Attempts at a report job chunk, counting take-overs, before its job fails.",
+        json_schema_extra={"group": "service"},
+    )
 
     simulator_control: bool = Field(
         default=False,
@@ -485,7 +550,7 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("rate_limit_storage_url")
+    @field_validator("rate_limit_storage_url", "upstream_budget_url")
     @classmethod
     def _rate_limit_store(cls, value: str) -> str:
         if value != "memory://" and not value.startswith(("redis://", "rediss://")):

@@ -9,6 +9,7 @@ than lxml's. Every failure surfaces as a ``soap.errors`` type.
 
 import asyncio
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -73,6 +74,7 @@ class UwsClient:
         username: str | None = None,
         password: str | None = None,
         max_in_flight: int = 8,
+        in_flight: Callable[[], AbstractAsyncContextManager[object]] | None = None,
     ) -> None:
         if not token and not (username and password):
             raise ValueError("the UWS client needs UWS_TOKEN or UWS_USERNAME and UWS_PASSWORD")
@@ -85,8 +87,11 @@ class UwsClient:
         self._login_lock = asyncio.Lock()
         # Every call of this client, whatever request it serves, waits here for the
         # network exchange (not for reading the reply): a fleet report must not flood
-        # the real service, which throttles.
-        self._in_flight = asyncio.Semaphore(max_in_flight)
+        # the real service, which throttles. ``in_flight`` stands in for this client's
+        # own ``max_in_flight`` with a gate that may order its callers or be shared by
+        # processes; entered per exchange, so that it counts exchanges only.
+        own = asyncio.Semaphore(max_in_flight)
+        self._in_flight = in_flight or (lambda: own)
         self._secrets = tuple(s for s in (token, password) if s)
         # Made on first use: an aiohttp session belongs to the running event loop, and
         # ``open`` builds the client in a thread.
@@ -255,7 +260,7 @@ class UwsClient:
             # aiohttp's timeouts bound each connect and read; this bounds the whole
             # exchange, so a reply that trickles in byte by byte cannot hold a caller.
             async with (
-                self._in_flight,
+                self._in_flight(),
                 asyncio.timeout(self._timeout_s),
                 http.post(endpoint.address, data=envelope, headers=http_headers) as response,
             ):

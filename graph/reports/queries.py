@@ -54,7 +54,7 @@ async def report_job(info: Info, id: strawberry.ID, cancel: bool) -> Provisionin
     if job_id is None:
         return None
     jobs, owner = info.context.services.jobs, info.context.principal.subject
-    job = await (jobs.cancel(job_id, owner) if cancel else jobs.get(job_id, owner))
+    job = await (jobs.cancel(job_id, owner) if cancel else jobs.get(job_id, owner, request=False))
     return ProvisioningReportJob.of(job) if job else None
 
 

@@ -17,13 +17,19 @@ from graph.scalars import DateTime
 from models.devices import DeviceIdentifier as IdentifierRecord
 from models.instants import from_datetime
 from models.principal import REPORTS_READ
-from models.reports import ReportDimension, ReportJob, ReportJobState, TimeBucket
+from models.reports import ReportDimension, ReportJob, ReportJobError, ReportJobState, TimeBucket
 from resolvers.reports import DEFAULT_GROUP_BY, DeviceFilter, ReportRequest, check_request
 
 # The models' vocabularies are the schema's enums, under their own names.
 strawberry.enum(ReportDimension)
 strawberry.enum(TimeBucket)
 strawberry.enum(ReportJobState)
+strawberry.enum(
+    ReportJobError,
+    description="Why a report job FAILED: REPORT_FAILED, a chunk failed each of its "
+    "attempts; WORKER_STOPPED, the process running it stopped (without a job queue); "
+    "CHUNK_LOST, a chunk's worker stopped on its last attempt.",
+)
 
 
 @strawberry.input(
@@ -120,6 +126,17 @@ class ReportProgress:
     )
     upstream_calls: int
     cache_hits: int
+    chunks_total: int = strawberry.field(
+        description="The chunks of devices the job is cut into, any of which a replica "
+        "may run; 0 until the device set is known."
+    )
+    chunks_done: int
+    chunks_retried: int = strawberry.field(
+        description="Chunk attempts that failed and were tried again."
+    )
+    chunks_reclaimed: int = strawberry.field(
+        description="Chunks taken over by another worker after theirs stopped mid-way."
+    )
 
 
 @strawberry.type
@@ -133,6 +150,9 @@ class ProvisioningReportJob(Node):
         "scope that starts or cancels a job does not read what it found.",
     )
     error: str | None
+    error_code: ReportJobError | None = strawberry.field(
+        description="Why the job FAILED, as a code; error says it in words."
+    )
     created_at: DateTime
     finished_at: DateTime | None
 
@@ -146,9 +166,14 @@ class ProvisioningReportJob(Node):
                 devices_total=job.devices_total,
                 upstream_calls=job.upstream_calls,
                 cache_hits=job.cache_hits,
+                chunks_total=job.chunks_total,
+                chunks_done=job.chunks_done,
+                chunks_retried=job.chunks_retried,
+                chunks_reclaimed=job.chunks_reclaimed,
             ),
             result=report_of(job.result) if job.result is not None else None,
             error=job.error,
+            error_code=ReportJobError(job.error_code) if job.error_code else None,
             created_at=DateTime(from_datetime(job.created_at)),
             finished_at=DateTime(from_datetime(job.finished_at)) if job.finished_at else None,
         )

@@ -13,8 +13,10 @@ production; this process is only the client. One year of one device, 12,000 even
 3. The API, warm: the same read again, every window cached (no upstream call).
 Each round runs the three back to back; the ratios are medians of the rounds' own ratios
 to the floor. Bars: cold <= 1.5x, warm <= 0.5x.
-4. Memory: the service's resident growth per cached event after the cold read, and its
-   growth over 10 more full reads (bar: at most 2 MiB, allocator noise).
+4. Memory: the service's resident growth per cached event after the cold read (the
+   cache's windows, and what pages keep of them for the next read: items, edges, cursors,
+   response dicts, ``resolvers.history.KnownWindow``), and its growth over 10 more full
+   reads (bar: at most 2 MiB, allocator noise).
 Exits 1 if a figure misses its bar.
 """
 

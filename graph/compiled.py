@@ -26,6 +26,10 @@ wraps it. A type is plannable when it is an object type whose ``is_type_of``, if
 the one Strawberry generates for interface members. Not covered, so left to graphql-core:
 abstract types, fields with resolvers, directives other than ``@skip``/``@include``,
 fragment arguments, ``@defer``/``@stream``.
+
+A record of a ``Remembered`` class keeps what the last plan to complete it made of it, and
+that plan hands out the same dict again: its own fields, and everything below them, never
+change. A warm page of history thus costs a lookup an edge (``graph.history.connection``).
 """
 
 import keyword
@@ -73,6 +77,29 @@ _DIRECTIVES = frozenset({"skip", "include"})
 _NOTHING: frozenset[str] = frozenset()
 _MISSING = object()
 _GENERIC_GETATTRIBUTE: tuple[object, ...] = (object.__getattribute__, tuple.__getattribute__)
+
+
+class Remembered:
+    """A record whose completion a plan may keep on it, and hand out again.
+
+    For records that never change, nor anything a plan reads of them (attributes,
+    properties, their values down to the leaves), and whose completions nobody changes:
+    a response's dicts are only ever encoded. One completion is kept, the last plan's,
+    with that plan's key, in one attribute (a thread sees the pair whole): a dict of
+    them would cost a record more than its completion.
+    """
+
+    __slots__ = ("completion",)
+
+    def __init__(self) -> None:
+        self.completion: tuple[object, dict[str, Any]] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _remembered_classes.add(cls)
+
+
+_remembered_classes: set[type] = set()
 
 
 class Unplanned(Exception):
@@ -322,6 +349,7 @@ def _helpers(is_awaitable: Callable[[Any], bool]) -> dict[str, object]:
     return {
         "leaf": leaf,
         "admit": admit,
+        "REMEMBERED": _remembered_classes,
         "PLAIN": _plain_classes,
         "BUILTIN": _BUILTIN,
         "Undefined": Undefined,
@@ -369,7 +397,15 @@ class _Compiler:
     def object_function(self, type_: GraphQLObjectType, fields: FieldDetailsList) -> str:
         """A function completing a value of ``type_`` (graphql-core's
         complete_object_value and execute_fields, for plain fields)."""
-        body = ["    if type(v) not in PLAIN: admit(v)"]
+        # This function's own key to what it made of a Remembered record.
+        memo = self.constant(object())
+        body = [
+            "    k = type(v)",
+            "    if k not in PLAIN: admit(v)",
+            "    if k in REMEMBERED:",
+            "        r = v.completion",
+            f"        if r is not None and r[0] is {memo}: return r[1]",
+        ]
         if type_.is_type_of is not None:
             definition = (type_.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
             if not isinstance(definition, StrawberryObjectDefinition) or definition.is_type_of:
@@ -392,7 +428,11 @@ class _Compiler:
             attribute = _attribute(type_, name, self.unplannable)
             body.append(f"    {value} = {self.read(attribute)}")
             self.complete(type_.fields[name].type, details, value, body, 1)
-        body.append("    return {" + ", ".join(entries) + "}")
+        body += [
+            "    r = {" + ", ".join(entries) + "}",
+            f"    if k in REMEMBERED: v.completion = ({memo}, r)",
+            "    return r",
+        ]
         return self.function("o", body)
 
     def read(self, attribute: str) -> str:

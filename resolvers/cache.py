@@ -19,6 +19,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from enum import IntEnum
+from itertools import chain
+from operator import itemgetter
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -110,19 +112,19 @@ def _attributes_bytes(attributes: tuple[ExtendedAttribute, ...]) -> int:
     return size
 
 
-def _event_bytes(event: ProvisioningEvent) -> int:
-    return (
-        _TUPLE
-        + len(event) * _SLOT
-        + _INT
-        + _text(event.status)
-        + _text(event.event_by)
-        + _text(event.event_type)
-        + _text(event.service_plan)
-        + _text(event.mdn)
-        + _text(event.msisdn)
-        + _attributes_bytes(event.extended_attributes)
-    )
+_EVENT_TEXTS = itemgetter(1, 2, 3, 4, 5, 6)
+_EVENT_ATTRIBUTES = itemgetter(7)
+_EVENT = _TUPLE + 8 * _SLOT + _INT
+"""An event's tuple and its instant; its texts and attributes come on top."""
+
+
+def _events_bytes(events: tuple[ProvisioningEvent, ...]) -> int:
+    """What a window's events hold, in passes that run in C: a window is sized each time
+    one is cached, 500 events at a time."""
+    # The empty string is a shared singleton: only texts with characters are their own.
+    texts = list(filter(None, chain.from_iterable(map(_EVENT_TEXTS, events))))
+    size = _TUPLE + len(events) * (_SLOT + _EVENT) + len(texts) * _TEXT + sum(map(len, texts))
+    return size + sum(map(_attributes_bytes, filter(None, map(_EVENT_ATTRIBUTES, events))))
 
 
 def _device_bytes(device: DeviceRecord) -> int:
@@ -145,7 +147,7 @@ def size_in_bytes(value: object) -> int:
     if isinstance(value, Stamped):
         return _TUPLE + 2 * _SLOT + size_in_bytes(value.value)
     if isinstance(value, HistoryWindow):
-        return _TUPLE + 2 * _SLOT + _TUPLE + sum(map(_event_bytes, value.events))
+        return _TUPLE + 2 * _SLOT + _events_bytes(value.events)
     if isinstance(value, DeviceListPage):
         return 2 * _TUPLE + 3 * _SLOT + _INT + sum(map(_device_bytes, value.devices))
     return sys.getsizeof(value)

@@ -31,11 +31,6 @@ def _integers(count: int) -> struct.Struct:
     return struct.Struct(f">{count}q")
 
 
-@lru_cache(maxsize=16)
-def _layout(count: int) -> struct.Struct:
-    return struct.Struct(f">c8sB{count}q")
-
-
 class CursorError(ValueError):
     """A cursor that is malformed, tampered with, or from another connection."""
 
@@ -65,19 +60,34 @@ class CursorCodec:
         kind_byte = kind.encode()
         keyed = self._keyed
         to_base64 = binascii.b2a_base64
+        # Per field count, for cursors with every field present (all but a range's last
+        # event's): the header, the signature's state with the header fed in (it is the
+        # same for each), and the fields' layout. Each cursor then feeds in its fields.
+        full: dict[int, tuple[bytes, hashlib.blake2b, struct.Struct]] = {}
 
         def encode(fields: Sequence[int | None]) -> str:
-            try:  # every field present, as for all but a range's last event
-                body = _layout(len(fields)).pack(kind_byte, scope, (1 << len(fields)) - 1, *fields)
-            except struct.error:
+            size = len(fields)
+            known = full.get(size)
+            if known is None:
+                header = _HEADER.pack(kind_byte, scope, (1 << size) - 1)
+                signing = keyed.copy()
+                signing.update(header)
+                known = full[size] = (header, signing, _integers(size))
+            header, signing, integers = known
+            try:
+                values = integers.pack(*fields)
+            except struct.error:  # a field absent
                 present = [f for f in fields if f is not None]
                 bitmap = sum(1 << i for i, f in enumerate(fields) if f is not None)
-                body = _layout(len(present)).pack(kind_byte, scope, bitmap, *present)
-            mac = keyed.copy()
-            mac.update(body)
+                header = _HEADER.pack(kind_byte, scope, bitmap)
+                values = _integers(len(present)).pack(*present)
+                signing = keyed.copy()
+                signing.update(header)
+            mac = signing.copy()
+            mac.update(values)
             # base64.urlsafe_b64encode, without its wrappers' calls
-            encoded = to_base64(mac.digest() + body, newline=False).translate(_URL_SAFE)
-            return encoded.rstrip(b"=").decode()
+            encoded = to_base64(mac.digest() + header + values, newline=False)
+            return encoded.translate(_URL_SAFE).rstrip(b"=").decode()
 
         return encode
 

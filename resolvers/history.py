@@ -11,12 +11,20 @@ previous reply alone. So a ``Position`` (window start, offset into its reply) na
 event for good, a cursor can resume from one with a single call, and a cache can key on
 windows. This relies on the upstream ordering events of one instant the same way on
 every call, as it does.
+
+Pages (``read_forward``, ``read_backward``) read windows as ``KnownWindow``s: a window
+object the cache hands out again has its items made once, and keeps what the GraphQL
+layer makes of them (edges, cursors, response dicts), so a warm page costs little more
+than slicing.
 """
 
+import threading
 from bisect import bisect_left
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from functools import partial
+from itertools import islice, repeat
 from operator import attrgetter
 from typing import NamedTuple
 
@@ -74,12 +82,29 @@ class HistoryGap(NamedTuple):
 
 class PagedEvent(NamedTuple):
     event: ProvisioningEvent
-    at: Position
-    """This event's own position."""
-    after: Position | None
-    """The next event's position, or None when this is the last event of the range."""
+    window_start: int
+    offset: int
+    """This event's own position: ``at``, kept as its parts (one object fewer an event
+    for every event a window holds, and for the collector to walk while it is kept)."""
     rank: int
     """How many events of the same instant come before this one."""
+    last: bool
+    """Whether this is its window's last event."""
+    following: Position | None
+    """For a window's last event, where the next window begins (None: the range ends);
+    None for the others."""
+
+    @property
+    def at(self) -> Position:
+        """This event's own position."""
+        return Position(self.window_start, self.offset)
+
+    @property
+    def after(self) -> Position | None:
+        """The next event's position, or None when this is the last event of the range."""
+        if self.last:
+            return self.following
+        return Position(self.window_start, self.offset + 1)
 
     @property
     def order(self) -> tuple[int, int]:
@@ -165,7 +190,14 @@ class HistoryPager:
     async def windows(self) -> AsyncIterator[tuple[Iterator[PagedEvent], bool]]:
         """Each window's events from the current position on, and whether more follow."""
         async for start, window, offset, following in self._read():
-            yield _paged(start, window, following, offset), following is not None
+            yield islice(_items(start, window, following), offset, None), following is not None
+
+    async def known(self) -> AsyncIterator[tuple["KnownWindow", int, bool]]:
+        """Each window as a ``KnownWindow``, the offset to begin at, and whether more
+        windows follow: for readers of windows the cache keeps, read again and again."""
+        async for start, window, offset, following in self._read():
+            known = known_windows.get(start, window, self.latest, following)
+            yield known, offset, following is not None
 
     async def events(self) -> AsyncIterator[tuple[ProvisioningEvent, ...]]:
         """The events alone, a window's worth at a time: for readers that need no
@@ -182,24 +214,91 @@ class HistoryPager:
 _occurred_at = attrgetter("occurred_at")
 
 
-def _paged(
-    start: int, window: HistoryWindow, next_position: Position | None, offset: int = 0
-) -> Iterator[PagedEvent]:
-    """A window's events from ``offset`` on, each with its position and rank, made as
-    they are asked for: a page often needs a few dozen of a window's 500."""
+def _items(
+    start: int, window: HistoryWindow, next_position: Position | None
+) -> tuple[PagedEvent, ...]:
+    """A window's events, each with its position and rank. Made for every event of every
+    window read: so built by ``map`` in C (``tuple.__new__`` from zipped fields, without
+    the records' Python-level ``__new__``)."""
     events = window.events
-    if offset >= len(events):
-        return
-    rank = offset - bisect_left(events, events[offset].occurred_at, hi=offset, key=_occurred_at)
-    last = len(events) - 1
-    previous = events[offset].occurred_at
-    for index in range(offset, len(events)):
-        event = events[index]
-        if index > offset:
-            rank = rank + 1 if event.occurred_at == previous else 0
-            previous = event.occurred_at
-        after = Position(start, index + 1) if index < last else next_position
-        yield PagedEvent(event, Position(start, index), after, rank)
+    ranks: list[int] = []
+    rank, previous = 0, None
+    for instant in map(_occurred_at, events):
+        rank = rank + 1 if instant == previous else 0
+        previous = instant
+        ranks.append(rank)
+    items = list(
+        map(
+            _new_item,
+            zip(events, repeat(start), range(len(events)), ranks, repeat(False), repeat(None)),
+        )
+    )
+    if items:
+        items[-1] = items[-1]._replace(last=True, following=next_position)
+    return tuple(items)
+
+
+_new_item = partial(tuple.__new__, PagedEvent)
+
+
+REMEMBERED_EVENTS = 24_000
+"""Events of the windows kept as ``KnownWindow``s, most recently read first: two years of
+a busy device. With what the GraphQL layer keeps of them (edges, their cursors, their
+completed response dicts) that is about 1.1 KiB an event (`bench/whole_history.py`), on
+top of the cache's own: some 26 MiB at most."""
+
+
+@dataclass(eq=False, slots=True)
+class KnownWindow:
+    """A window as paged items, made once for every read of the same window object.
+
+    The in-process cache hands out the very object it stored, and an object the cache
+    holds never changes: so its items, and whatever readers make of them, hold for every
+    read of it. ``derived`` keeps what readers make, under keys of their own that name
+    whatever else it depends on (a cursor's range and secret, say).
+    """
+
+    start: int
+    window: HistoryWindow
+    latest: int
+    items: tuple[PagedEvent, ...]
+    derived: dict[object, object] = field(default_factory=dict)
+
+
+class KnownWindows:
+    """The ``KnownWindow``s of the windows most recently read, up to ``events`` events."""
+
+    def __init__(self, events: int) -> None:
+        self._max_events = events
+        self._events = 0
+        # Keyed by the window's identity: each entry holds its window, so no other
+        # object can take that identity while the entry lives.
+        self._known: OrderedDict[tuple[int, int, int], KnownWindow] = OrderedDict()
+        # Servers in tests share the process, each on a thread of its own.
+        self._lock = threading.Lock()
+
+    def get(
+        self, start: int, window: HistoryWindow, latest: int, following: Position | None
+    ) -> KnownWindow:
+        key = (id(window), start, latest)
+        with self._lock:
+            known = self._known.get(key)
+            if known is not None:
+                self._known.move_to_end(key)
+                return known
+        known = KnownWindow(start, window, latest, _items(start, window, following))
+        with self._lock:
+            if key in self._known:  # made meanwhile on another thread
+                return self._known[key]
+            self._known[key] = known
+            self._events += len(known.items)
+            while self._events > self._max_events and len(self._known) > 1:
+                _, gone = self._known.popitem(last=False)
+                self._events -= len(gone.items)
+        return known
+
+
+known_windows = KnownWindows(REMEMBERED_EVENTS)
 
 
 Matcher = Callable[[ProvisioningEvent], bool]
@@ -240,6 +339,8 @@ class HistoryPage:
     has_next: bool
     has_previous: bool
     gaps: list[HistoryGap] = field(default_factory=list)
+    windows: dict[int, KnownWindow] = field(default_factory=dict)
+    """The windows read, by start: most items are some window's own (``KnownWindow.items``)."""
 
 
 async def read_forward(
@@ -261,22 +362,34 @@ async def read_forward(
         return HistoryPage([], False, True)
     pager = HistoryPager(fetch, device, earliest, latest, after.after if after else None)
     items: list[PagedEvent] = []
-    async for window_items, more in pager.windows():
-        for item in window_items:
+    windows: dict[int, KnownWindow] = {}
+
+    def page(has_next: bool) -> HistoryPage:
+        return HistoryPage(items, has_next, after is not None, pager.gaps, windows)
+
+    unbounded = before is None and matches is match_all
+    async for known, offset, more in pager.known():
+        windows[known.start] = known
+        if unbounded and first:
+            # Every event counts: the page is a slice of each window in turn.
+            items += known.items[offset : offset + first - len(items)]
+            if len(items) == first:
+                return page(more or items[-1].after is not None)
+            continue
+        for item in islice(known.items, offset, None):
             if before is not None and item.order >= before.order:
-                return HistoryPage(items, True, after is not None, pager.gaps)
+                return page(True)
             if not matches(item.event):
                 continue
             if len(items) == first:
-                return HistoryPage(items, True, after is not None, pager.gaps)
+                return page(True)
             items.append(item)
-            if len(items) == first and (more or (before is None and matches is match_all)):
+            if len(items) == first and (more or unbounded):
                 # What follows is known without reading another window.
-                has_next = more or item.after is not None
-                return HistoryPage(items, has_next, after is not None, pager.gaps)
+                return page(more or item.after is not None)
         if more and len(items) == first:
-            return HistoryPage(items, True, after is not None, pager.gaps)
-    return HistoryPage(items, False, after is not None, pager.gaps)
+            return page(True)
+    return page(False)
 
 
 async def count(
@@ -289,8 +402,8 @@ async def count(
     """How many events of the range match (a full read of the range), and any gaps."""
     total = 0
     pager = HistoryPager(fetch, device, earliest, latest)
-    async for item in pager:
-        total += matches(item.event)
+    async for events in pager.events():
+        total += len(events) if matches is match_all else sum(map(matches, events))
     return total, pager.gaps
 
 
@@ -391,42 +504,43 @@ async def read_backward(
     wanted = last + 1  # one more than the page, to tell whether earlier events exist
     collected: list[PagedEvent] = []
     gaps: list[HistoryGap] = []
+    windows: dict[int, KnownWindow] = {}
+
+    def page(exhausted: bool) -> HistoryPage:
+        has_previous = len(collected) > last or not exhausted
+        return HistoryPage(collected[:last][::-1], before is not None, has_previous, gaps, windows)
+
     target, hint = before, before.at.window_start if before else None
     while True:
         found = await _window_before(
             fetch, device, earliest, latest, target, wanted - len(collected), hint
         )
         following = next_window(found.window, latest)[0]
-        batches = [list(islice(_paged(found.start, found.window, following), found.reached))]
+        known = known_windows.get(found.start, found.window, latest, following)
+        windows[known.start] = known
+        batches = [known.items[: found.reached]]
         if found.crowded is not None:
             # The instant just before this window holds too many events to read it and
             # what follows in one window: read that instant alone. Where it holds over
             # 500, the upstream gives the first 500 (as to the forward pager): a gap.
             crowd = await fetch(device, found.crowded, latest)
-            items = _paged(found.crowded, crowd, next_window(crowd, latest)[0])
-            batches.append([i for i in items if i.event.occurred_at == found.crowded])
+            crowd_known = known_windows.get(
+                found.crowded, crowd, latest, next_window(crowd, latest)[0]
+            )
+            windows[crowd_known.start] = crowd_known
+            batches.append(
+                tuple(i for i in crowd_known.items if i.event.occurred_at == found.crowded)
+            )
             if len(batches[-1]) == len(crowd.events) and not crowd.is_complete:
                 gaps.append(HistoryGap(found.crowded, len(crowd.events)))
         for batch in batches:
             for item in reversed(batch):
                 if after is not None and item.order <= after.order:
-                    return _backward_page(collected, last, before, gaps, exhausted=True)
+                    return page(exhausted=True)
                 if matches(item.event):
                     collected.append(item)
         oldest = batches[-1][0] if batches[-1] else None
         exhausted = found.start <= earliest and found.crowded is None
         if len(collected) >= wanted or exhausted or oldest is None:
-            return _backward_page(collected, last, before, gaps, exhausted)
+            return page(exhausted)
         target, hint = EventRef.of(oldest), None
-
-
-def _backward_page(
-    collected: list[PagedEvent],
-    last: int,
-    before: EventRef | None,
-    gaps: list[HistoryGap],
-    exhausted: bool,
-) -> HistoryPage:
-    page = collected[:last]
-    has_previous = len(collected) > last or not exhausted
-    return HistoryPage(page[::-1], before is not None, has_previous, gaps)

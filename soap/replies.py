@@ -30,7 +30,13 @@ _EXTENDED = f"{{{DEVICE}}}ExtendedAttributes"
 # the same reply may carry them in either namespace.
 _ATTRIBUTE, _KEY, _VALUE = "ExtendedAttributesObj", "Key", "Value"
 _NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
-_EVENT_FIELDS = {
+_MEMBERS: dict[object, str] = {
+    f"{namespace}{name}": name
+    for namespace in (f"{{{DEVICE}}}", f"{{{COMMON}}}", "")
+    for name in (_KEY, _VALUE)
+}
+"""Attribute members' tags in the namespaces they come in, to skip reading local names."""
+_EVENT_FIELDS: dict[object, int] = {
     f"{{{DEVICE}}}{name}": index
     for index, name in enumerate(
         ("OccurredAt", "Status", "EventBy", "EventType", "ServicePlan", "Mdn", "Msisdn")
@@ -103,7 +109,9 @@ def _local(element: etree._Element) -> str:
 
 
 def _is_extended(element: etree._Element) -> bool:
-    return element.tag == _EXTENDED or _local(element) == "ExtendedAttributes"
+    tag = element.tag
+    # A comment or a processing instruction has a function for its tag.
+    return isinstance(tag, str) and tag[tag.find("}") + 1 :] == "ExtendedAttributes"
 
 
 def _attribute_text(element: etree._Element, operation: str) -> str | None:
@@ -128,7 +136,7 @@ def _attributes(container: etree._Element | None, operation: str) -> tuple[Exten
         key = value = None
         has_key = False
         for child in item.iterchildren(etree.Element):
-            name = _local(child)
+            name = _MEMBERS.get(child.tag) or _local(child)
             if name == _KEY:
                 key, has_key = _attribute_text(child, operation), True
             elif name == _VALUE:
@@ -136,7 +144,7 @@ def _attributes(container: etree._Element | None, operation: str) -> tuple[Exten
         if key is None:
             problem = "a nil Key" if has_key else "no Key"
             raise UpstreamBadReply(operation, f"extended attribute with {problem}")
-        attributes.append(ExtendedAttribute(key, value))
+        attributes.append(tuple.__new__(ExtendedAttribute, (key, value)))
     return tuple(attributes)
 
 
@@ -152,19 +160,22 @@ def _events(output: etree._Element, operation: str) -> list[ProvisioningEvent]:
         values: list[Any] = [None, None, None, None, None, None, None, ()]
         for child in element:
             tag = child.tag
-            if not isinstance(tag, str):  # a comment or a processing instruction
-                continue
             index = fields.get(tag)
             if index is not None:
                 values[index] = child.text
+            elif tag == _EXTENDED:
+                if len(child):  # most are i:nil
+                    values[7] = _attributes(child, operation)
             elif is_extended(child):
                 values[7] = _attributes(child, operation)
         try:
             values[0] = parse_instant(values[0])
         except (InvalidInstant, TypeError):
             raise UpstreamBadReply(operation, f"bad OccurredAt {values[0]!r}") from None
-        values[1] = values[1] or ""
-        values[3] = values[3] or ""
+        if values[1] is None:
+            values[1] = ""
+        if values[3] is None:
+            values[3] = ""
         events.append(make(ProvisioningEvent, values))
     return events
 

@@ -3,6 +3,7 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from graph.compiled import Remembered
 from graph.context import Info
 from graph.errors import user_error
 from graph.history.types import ProvisioningEventConnection, ProvisioningEventFilter
@@ -15,6 +16,7 @@ from resolvers.history import (
     RANGE_START,
     EventRef,
     HistoryPage,
+    KnownWindow,
     Matcher,
     PagedEvent,
     Position,
@@ -30,23 +32,29 @@ CURSOR_KIND = "h"
 CURSOR_FIELDS = 8  # earliest, latest, at (start, offset), instant, rank, after (start, offset)
 
 
-class _Edge:
-    """An edge whose cursor is only encoded if a query selects it.
+class _Edge(Remembered):
+    """An edge whose cursor is only encoded if a query selects it, then kept.
 
     Resolved by attribute, in place of ProvisioningEventEdge: a page of 500 edges would
-    otherwise sign 500 cursors nobody asked for.
+    otherwise sign 500 cursors nobody asked for. The edges of a cached window are kept
+    with it (``_edges``), and a plan keeps its completion on each: nothing here changes.
     """
 
-    __slots__ = ("_encode", "_item", "node")
+    __slots__ = ("_cursor", "_encode", "_item", "node")
 
     def __init__(self, item: PagedEvent, encode: Callable[[PagedEvent], str]) -> None:
+        # Remembered.__init__'s one assignment, without its call: one edge an event.
+        self.completion = None
         self.node: EventRecord = item.event  # resolved as ProvisioningEvent, field by field
         self._item = item
         self._encode = encode
+        self._cursor: str | None = None
 
     @property
     def cursor(self) -> str:
-        return self._encode(self._item)
+        if self._cursor is None:
+            self._cursor = self._encode(self._item)
+        return self._cursor
 
 
 def event_matcher(
@@ -188,33 +196,80 @@ async def provisioning_history(
         page = await read_forward(
             fetch, device, read.earliest, read.latest, size, read.after, read.before, read.matches
         )
+        if read.after is not None and read.before is None:
+            # A client paging on: its next page's window is read while it takes this one.
+            context.services.upstream.read_ahead(context.cost, device, page, size, read.latest)
     context.cost.gaps.extend((device, gap) for gap in page.gaps)
     return _connection(info, device, read, page)
+
+
+EDGE_READS = 8
+"""Reads (ranges, filters, secrets) whose edges a known window keeps at once."""
+
+
+def _edges(
+    page: HistoryPage, read: tuple[object, ...], encode: Callable[[PagedEvent], str]
+) -> list[_Edge]:
+    """The page's edges, each made once for every ``read`` of its window."""
+    edges: list[_Edge] = []
+    known: KnownWindow | None = None
+    kept: list[_Edge | None] = []
+    for item in page.items:
+        start, offset = item.window_start, item.offset
+        if known is None or known.start != start:
+            known = page.windows.get(start)
+            if known is None:
+                edges.append(_Edge(item, encode))
+                continue
+            derived = known.derived
+            found = derived.get(read)
+            if isinstance(found, list):
+                kept = found
+            else:
+                if len(derived) >= EDGE_READS:
+                    derived.clear()
+                kept = [None] * len(known.items)
+                derived[read] = kept
+        if offset < len(kept) and known.items[offset] is item:
+            edge = kept[offset]
+            if edge is None:
+                edge = kept[offset] = _Edge(item, encode)
+        else:  # an item of another read of this window (the cache's entry was replaced)
+            edge = _Edge(item, encode)
+        edges.append(edge)
+    return edges
 
 
 def _connection(
     info: Info, device: DeviceIdentifier, read: _Read, page: HistoryPage
 ) -> ProvisioningEventConnection:
     context = info.context
-    sign = context.services.cursors.encoder(CURSOR_KIND, read.scope)
+    codec = context.services.cursors
+    sign = codec.encoder(CURSOR_KIND, read.scope)
     earliest, latest = read.earliest, read.latest
 
     def encode(item: PagedEvent) -> str:
-        at, after = item.at, item.after
+        start, offset = item.window_start, item.offset
+        if item.last:
+            after = item.following
+            next_start, next_offset = (after.window_start, after.offset) if after else (None, None)
+        else:
+            next_start, next_offset = start, offset + 1
         return sign(
             (
                 earliest,
                 latest,
-                at.window_start,
-                at.offset,
+                start,
+                offset,
                 item.event.occurred_at,
                 item.rank,
-                after.window_start if after else None,
-                after.offset if after else None,
+                next_start,
+                next_offset,
             ),
         )
 
-    edges = [_Edge(item, encode) for item in page.items]
+    # A cursor is made of the item, the range and the scope, signed with the codec's key.
+    edges = _edges(page, (codec, read.scope, earliest, latest), encode)
 
     async def count_events() -> int:
         fetch = context.services.upstream.history(context.cost)

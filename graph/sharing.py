@@ -15,6 +15,12 @@ for the end of its live phase (its queue overflowed: it raises SubscriberTooSlow
 hub would have; the hub stopped: it ends). So its operation runs in a task of its own
 (the pump), while the member reads its own results, then the group's.
 
+The group's results go out through the member's transport, unless the transport gave it
+an outlet (``OUTLET``): a WebSocket's sends the result's message itself, as the protocol
+handler would have sent it, without the hops in between (server/sockets.py). Either way
+from the member's stream, in order, one result after the other: a client that does not
+read holds up its own stream only.
+
 The seam, as in ``EventHub.subscribe``: a member joins its group in the same step as it
 reads the hub's position; it replays the outbox up to there on its own, and takes the
 group's results for the rows after it (and after its ``after``). A new group listens to
@@ -30,13 +36,14 @@ request id, no member's trace.
 """
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, cast
 
 from graphql import (
     FieldNode,
@@ -71,6 +78,13 @@ _CLOSED = object()
 
 Key = tuple[object, ...]
 Accepts = Callable[[OutboxEvent], bool]
+Outlet = Callable[[ExecutionResult], Awaitable[None]]
+"""Sends one of the group's results to a member's client, as the next message of its
+operation."""
+
+OUTLET: contextvars.ContextVar[Outlet | None] = contextvars.ContextVar("outlet", default=None)
+"""The outlet of the operation whose task is created next in this context: a transport
+sets it before its protocol handler starts the operation's task, which inherits it."""
 
 
 class SharedData(dict[str, Any]):
@@ -97,14 +111,56 @@ class _Failure:
     error: Exception
 
 
+class _Inbox:
+    """A member's queue of the group's results, for its stream alone to read: at most
+    ``size`` of them, then its last word. Lighter than an ``asyncio.Queue``: a result
+    goes through one for every member."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: collections.deque[object] = collections.deque()
+        self._reader: asyncio.Future[None] | None = None
+
+    def put(self, item: object) -> bool:
+        """Queues a result; False when ``size`` of them are waiting already."""
+        if len(self._items) >= self._size:
+            return False
+        self._items.append(item)
+        self._wake()
+        return True
+
+    def end(self, how: object, *, now: bool) -> None:
+        """Queues the last word: after the results waiting, or (``now``) in their place."""
+        if now:
+            self._items.clear()
+        self._items.append(how)
+        self._wake()
+
+    async def get(self) -> object:
+        while not self._items:
+            self._reader = asyncio.get_running_loop().create_future()
+            try:
+                await self._reader
+            finally:
+                self._reader = None
+        return self._items.popleft()
+
+    def _wake(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(None)
+
+
 class _Member:
     """One subscriber's operation, and its queues: its own results, the group's."""
 
-    def __init__(self, request: _Request, shared: "SharedSubscriptions") -> None:
+    def __init__(
+        self, request: _Request, shared: "SharedSubscriptions", outlet: Outlet | None
+    ) -> None:
         self.request = request
         self.shared = shared
+        self.outlet = outlet
         self.own: asyncio.Queue[object] = asyncio.Queue(1)
-        self.live: asyncio.Queue[object] = asyncio.Queue()
+        self.live = _Inbox(0)
         self.ended: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         """How the live phase ended, for the resolver: _DROPPED or _CLOSED."""
         self.group: _Group | None = None
@@ -119,7 +175,7 @@ class _Member:
         # delivered between: rows up to the seam are replayed, later ones are the group's.
         seam = hub.delivered
         self.seam = seam if after is None else max(seam, after)
-        self.live = asyncio.Queue(hub.queue_size)
+        self.live = _Inbox(hub.queue_size)
         self.group = group
         group.members.add(self)
         return self._rows(hub, accepts, after, seam)
@@ -138,19 +194,14 @@ class _Member:
         """Queues one of the group's results; how many were queued (0 or 1)."""
         if seq is not None and seq <= self.seam:
             return 0
-        try:
-            self.live.put_nowait(result)
-        except asyncio.QueueFull:
-            _replace_queue(self.live, _DROPPED)
+        if not self.live.put(result):
+            self.live.end(_DROPPED, now=True)
             self.leave()
             return 0
         return 1
 
     def end(self, how: object) -> None:
-        if how is _DROPPED or self.live.full():
-            _replace_queue(self.live, how)
-        else:
-            self.live.put_nowait(how)  # after the results still queued
+        self.live.end(how, now=how is _DROPPED)
 
     def leave(self) -> None:
         if self.group is not None:
@@ -297,7 +348,7 @@ class SharedSubscriptions:
         if not (isinstance(context_value, Context) and query and "subscription" in query):
             return results
         request = _Request(query, variable_values, context_value, operation_name)
-        return _serve(_Member(request, self), results)
+        return _serve(_Member(request, self, OUTLET.get()), results)
 
     def group_for(self, request: _Request, info: Info, hub: EventHub, accepts: Accepts) -> _Group:
         key = _key(request, info, hub)
@@ -317,7 +368,7 @@ async def _serve(member: _Member, results: AsyncGenerator[Any, None]) -> AsyncGe
     context = contextvars.copy_context()
     context.run(_share.set, member)
     pump = asyncio.create_task(_pump(results, member.own), context=context)
-    live: asyncio.Queue[object] | None = None
+    live: _Inbox | None = None
     try:
         while True:
             if live is not None:
@@ -326,8 +377,10 @@ async def _serve(member: _Member, results: AsyncGenerator[Any, None]) -> AsyncGe
                     if not member.ended.done():
                         member.ended.set_result(item)
                     live = None
-                    continue
-                yield item
+                elif member.outlet is not None:
+                    await member.outlet(cast(ExecutionResult, item))
+                else:
+                    yield item
                 continue
             item = await member.own.get()
             if item is _END:
@@ -391,10 +444,3 @@ def _replay_variable(operation: OperationDefinitionNode, field_name: str) -> str
                     ):
                         return argument.value.name.value
     return None
-
-
-def _replace_queue(queue: asyncio.Queue[object], item: object) -> None:
-    """Empties a queue and leaves one item in it: its reader's last word."""
-    while not queue.empty():
-        queue.get_nowait()
-    queue.put_nowait(item)

@@ -66,6 +66,9 @@ class Listener:
 class Broker:
     """Tells other replicas that the outbox grew. In one process there is no one to tell."""
 
+    reaches_others = False
+    """Whether anyone hears what it publishes (else the relay has nothing to do)."""
+
     async def publish(self, seq: int) -> None:
         return None
 
@@ -77,6 +80,8 @@ class Broker:
 
 
 class RedisBroker(Broker):
+    reaches_others = True
+
     def __init__(self, url: str) -> None:
         self._client = redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
 
@@ -179,6 +184,8 @@ class EventHub:
                     await self._wake.wait()
             self._wake.clear()
             try:
+                # Read, not handed over by the mutations: while the loop is busy sending,
+                # the commits of a burst gather, and subscribers take them in one go.
                 await self.catch_up()
             except Exception as exc:
                 log.warning("reading the outbox failed (%s); retrying", type(exc).__name__)
@@ -190,10 +197,8 @@ class EventHub:
             await self._relay.wait()
             self._relay.clear()
             try:
-                rows = await self.store.unpublished()
-                if rows and rows[-1].seq is not None:
-                    await self.broker.publish(rows[-1].seq)
-                    await self.store.mark_published(rows[-1].seq)
+                if self.broker.reaches_others:
+                    await self.store.announce(self.broker.publish)
                 now = datetime.now(UTC)
                 if now - pruned > timedelta(hours=1):
                     await self.store.prune(now - self.retention)

@@ -38,6 +38,7 @@ from models.recipe_fields import (
 )
 from models.recipes import IDEMPOTENCY_KEY_LENGTH, MESSAGE_LENGTH, OutboxEvent, ProvisioningRecipe
 from models.text import UNSTORABLE_RULE, storable
+from resolvers.recipe_events import RecipeEventLog
 
 TRANSITIONS: dict[RecipeStatus, frozenset[RecipeStatus]] = {
     RecipeStatus.PENDING: frozenset(
@@ -50,6 +51,12 @@ TRANSITIONS: dict[RecipeStatus, frozenset[RecipeStatus]] = {
 _UID = re.compile(r"[0-9a-fA-F]{32}")
 _MAC = re.compile(r"([0-9A-Fa-f]{2})[:-]?" * 5 + r"([0-9A-Fa-f]{2})")
 _OUTBOX_LOCK = 7_216_011  # pg_advisory_xact_lock key: outbox rows commit in seq order
+_LOCKED = select(func.pg_advisory_xact_lock(_OUTBOX_LOCK)).cte("locked").prefix_with("MATERIALIZED")
+_LOCKED_SEQ = select(
+    func.nextval(func.pg_get_serial_sequence(OutboxEvent.__tablename__, "seq"))
+).select_from(_LOCKED)
+"""PostgreSQL's next outbox sequence number, drawn once the outbox lock is held: a
+materialized CTE is computed on its own, before the query that reads it."""
 _Row = TypeVar("_Row")
 
 
@@ -90,7 +97,7 @@ class Outcome:
     """A recipe and the event its change emitted; or what was wrong with the input."""
 
     recipe: ProvisioningRecipe | None = None
-    event: dict[str, Any] | None = None
+    event: OutboxEvent | None = None
     errors: list[UserError] = field(default_factory=list)
     seq: int | None = None
 
@@ -286,16 +293,23 @@ def _new_row(new: NewRecipe, principal: Principal, digest: str) -> ProvisioningR
 class RecipeStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        self.log = RecipeEventLog(sessions)
 
     async def _emit(
         self, session: AsyncSession, recipe: ProvisioningRecipe, build: Callable[..., Any]
     ) -> OutboxEvent:
         """Writes the recipe's event to the outbox, in the recipe's own transaction."""
+        seq = None
         if session.bind.dialect.name == "postgresql":
             # Sequence numbers must follow commit order, or a reader could pass a number
-            # whose transaction has not committed yet: one writer at a time.
-            await session.exec(select(func.pg_advisory_xact_lock(_OUTBOX_LOCK)))
+            # whose transaction has not committed yet: one writer at a time, from the lock
+            # to the commit. The lock and the number in one round trip, the row written
+            # whole with the commit: the writers' round trips under the lock are in
+            # series, and each waits for its turn in an event loop that may be busy
+            # sending events to many subscribers.
+            seq = (await session.exec(_LOCKED_SEQ)).one()
         row = OutboxEvent(
+            seq=seq,
             event_id="",
             type="",
             organization_uid=recipe.organization_uid,
@@ -304,12 +318,12 @@ class RecipeStore:
             created_at=_now(),
         )
         session.add(row)
-        await session.flush()
+        if row.seq is None:
+            await session.flush()  # SQLite numbers the row as it writes it
         assert row.seq is not None
         row.document = build(recipe, row.seq)
         row.event_id = row.document["id"]
         row.type = row.document["type"]
-        session.add(row)
         return row
 
     async def create(
@@ -349,7 +363,7 @@ class RecipeStore:
             if earlier is None:
                 raise
             return await self._replay(earlier, digest)
-        return Outcome(recipe, row.document, seq=row.seq)
+        return Outcome(recipe, row, seq=row.seq)
 
     async def _by_idempotency_key(
         self, new: NewRecipe, principal: Principal
@@ -385,7 +399,7 @@ class RecipeStore:
                 )
             )
             row = found.first()
-        return Outcome(earlier, row.document if row else None)
+        return Outcome(earlier, row)
 
     async def update_status(
         self,
@@ -457,7 +471,7 @@ class RecipeStore:
                 # this cannot happen). The UPDATE has taken SQLite's write lock, though:
                 # the status read again stays put until commit, so one more turn settles.
             row = await self._emit(session, recipe, recipe_events.status_updated)
-        return Outcome(recipe, row.document, seq=row.seq)
+        return Outcome(recipe, row, seq=row.seq)
 
     async def _compare_and_set(
         self,
@@ -564,15 +578,20 @@ class RecipeStore:
         async with self._sessions() as session:
             return (await session.exec(select(func.max(OutboxEvent.seq)))).one() or 0
 
-    async def unpublished(self) -> list[OutboxEvent]:
-        async with self._sessions() as session:
-            query = select(OutboxEvent).where(OutboxEvent.published == False)  # noqa: E712
-            return list((await session.exec(query.order_by(col(OutboxEvent.seq)))).all())
-
-    async def mark_published(self, up_to: int) -> None:
+    async def announce(self, publish: Callable[[int], Awaitable[None]]) -> None:
+        """``publish``es the last outbox row not yet announced, if any, then marks it and
+        every earlier one announced: in one transaction, so that a failed ``publish`` leaves
+        them to announce again, and on one connection."""
+        unannounced = col(OutboxEvent.published) == False  # noqa: E712
         async with self._sessions() as session, session.begin():
+            last = (await session.exec(select(func.max(OutboxEvent.seq)).where(unannounced))).one()
+            if last is None:
+                return
+            await publish(last)
             await session.exec(
-                update(OutboxEvent).where(col(OutboxEvent.seq) <= up_to).values(published=True)
+                update(OutboxEvent)
+                .where(unannounced, col(OutboxEvent.seq) <= last)
+                .values(published=True)
             )
 
     async def prune(self, older_than: datetime) -> None:

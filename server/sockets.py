@@ -22,6 +22,11 @@ it reads the protocol messages going either way (``connection_init``, ``subscrib
 server), and answers or closes for itself where its policy says so. Strawberry learns
 that the guard closed the socket as it learns of any close: its next receive is a
 disconnect, and it ends the socket's operations.
+
+The guard also gives each operation it lets start an outlet (graph/sharing.py): a shared
+subscription's live results go from the operation's task straight to the socket, as the
+message Strawberry would have sent, without passing through its handler's send path
+(with a thousand subscribers, most of a delivery's cost).
 """
 
 import asyncio
@@ -35,12 +40,15 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
+from strawberry.types import ExecutionResult
 
 from graph.context import Context
+from graph.sharing import OUTLET, Outlet
 from models.errors import ErrorCode
 from resolvers.auth import Unauthenticated
 from server.auth import authenticate_connection_init
 from server.credentials import lapse, recheck
+from server.frames import next_messages
 from server.ratelimit import RateLimited
 from server.services import services_of_context
 
@@ -111,6 +119,9 @@ async def handshake(context: Context) -> None:
         refusal = _error(limited.message, limited.extensions)
         await guard.close(TRY_AGAIN_LATER, limited.message, refusal)
         raise ConnectionRejectionError(refusal) from None
+    except ConnectionRejectionError as rejected:
+        await guard.refuse(rejected.payload)
+        raise
     guard.watch(context)
 
 
@@ -169,6 +180,14 @@ class SocketGuard:
             await self._watch
         context = self._acknowledged()
         services_of_context(context).rate_limits.leave(context.principal, self)
+
+    async def refuse(self, refusal: dict[str, Any]) -> None:
+        """Closes a graphql-transport-ws socket whose ``connection_init`` was refused: 4403
+        with the refusal's message as the reason ("The token has expired."), where
+        Strawberry's close says only "Forbidden" and a browser could not learn why.
+        graphql-ws sockets hear the refusal as ``connection_error`` from Strawberry."""
+        if not self._legacy:
+            await self.close(FORBIDDEN, str(refusal.get("message", "")), refusal)
 
     async def close(self, code: int, reason: str, error: dict[str, Any]) -> None:
         """Closes the socket; graphql-ws hears ``error`` first, as ``connection_error``."""
@@ -272,7 +291,23 @@ class SocketGuard:
             await self._transmit(_text({"id": operation, "type": "error", "payload": payload}))
             return None
         self._operations.add(operation)
+        # Strawberry creates the operation's task as it takes this message, in this context.
+        OUTLET.set(self._outlet(operation))
         return message
+
+    def _outlet(self, operation: str) -> Outlet:
+        """Sends a shared subscription's results for the operation (graph/sharing.py) as
+        Strawberry would, skipping the hops from its handler to the guard, none of which
+        does anything to a result's message but pass it on."""
+        # The keys in the order of Strawberry's messages: graphql-ws, graphql-transport-ws.
+        legacy, modern = {"type": "data", "id": operation}, {"id": operation, "type": "next"}
+        message = next_messages(legacy if self._legacy else modern)
+
+        async def send(result: ExecutionResult) -> None:
+            if not self._closed.is_set():  # as for Strawberry's messages
+                await self._transmit({"type": "websocket.send", "text": message(result)})
+
+        return send
 
     async def _refusal(self) -> dict[str, Any] | None:
         """Why one more operation may not start, as a GraphQL error; None when it may.

@@ -1,8 +1,8 @@
 """The reporting dashboard (/dashboard) as a fleet operator meets it in a browser (Debian's
 chromium, headless), on the service with its simulator: a whole-account report drawn with
-the GraphQL report's totals, a report job watched to its end, a device's timeline, a
-recipe arriving in the live feed (and one made while the feed was cut off, after it
-reconnects), and what the page says when the token will not do. Nothing it loads comes
+the GraphQL report's totals, a report job watched to its end, a device's timeline, the
+live feed's recent events and each new one once (and one made while the feed was cut
+off, after it reconnects), and what the page says when the token will not do. Nothing it loads comes
 from anywhere but the service.
 
 DASHBOARD_SCREENSHOTS=docs makes the run save what the browser showed, as
@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from playwright.async_api import Page, WebSocketRoute, expect
+from playwright.async_api import Page, Route, WebSocketRoute, expect
 from support import AUTH_SETTINGS, WAIT_S, bearer, document, full_input
 from test_browser import browsing, require_chromium
 
@@ -37,6 +37,7 @@ REPORT = document("DashboardReport")
 TIMELINE = document("DashboardDeviceTimeline")
 CREATE = document("CreateRecipe")
 UPDATE = document("UpdateRecipeStatus")
+RECENT = document("DashboardRecentRecipeEvents")
 SEED_MEID = {"kind": "MEID", "identifier": "54689785258599"}
 # Two years of every device of a small account, by month (in Berlin), event type and
 # status: the page turns the form's days into the instants of their midnights there.
@@ -354,18 +355,41 @@ async def test_a_devices_timeline_is_newest_first_and_pages_back(service):
     assert shown == instants[::-1]
 
 
-async def test_a_recipe_made_through_the_api_appears_in_the_live_feed(service):
+async def test_the_live_feed_shows_recent_events_then_each_new_one_once(service):
+    """Events from before the page opened are shown, with the time the service recorded
+    them; one made after the page read them but before it subscribed is not lost; one
+    made once it listens arrives; none twice."""
     require_chromium()
-    first = await service.create_recipe(serialNumber="SN-FIRST")
+    first = await service.create_recipe(serialNumber="SN-FIRST", deviceName="Van 3")
+    between: list[str] = []
+
+    async def recipe_after_the_read(route: Route) -> None:
+        """Answers the page's read of the recent events only once another recipe is made:
+        the page subscribes after that, from where the read left the event log."""
+        request = route.request
+        if (
+            request.method != "POST"
+            or request.post_data_json.get("operationName") != "DashboardRecentRecipeEvents"
+        ):
+            await route.fallback()
+            return
+        response = await route.fetch()
+        between.append(await service.create_recipe(serialNumber="SN-BETWEEN"))
+        await route.fulfill(response=response)
+
     async with browsing(service.base_url) as visit:
         page = visit.page
-        # From just after the first recipe, whenever the page's subscription starts.
-        await page.goto(f"{service.base_url}/dashboard?after={first}#live")
+        await page.route(re.compile(r".*/graphql$"), recipe_after_the_read)
+        await page.goto(f"{service.base_url}/dashboard#live")
+        earlier = page.locator(f'#live-feed li[data-event-id="{first}"]')
+        await expect(earlier).to_contain_text("Recipe created")
+        await expect(earlier).to_contain_text("Van 3")
+        await expect(page.locator("#live-empty")).to_be_hidden()
+        await expect(page.locator(f'#live-feed li[data-event-id="{between[0]}"]')).to_be_visible()
         second = await service.create_recipe(serialNumber="SN-SECOND", deviceName="Truck 12")
         item = page.locator(f'#live-feed li[data-event-id="{second}"]')
         await expect(item).to_contain_text("Recipe created")
         await expect(item).to_contain_text("Truck 12")
-        await expect(page.locator("#live-empty")).to_be_hidden()
         uid = await item.get_attribute("data-uid")
         failed = {"uid": uid, "status": "FAILED", "errorMessage": "SIM not found"}
         changed = await service.graphql(UPDATE, {"input": failed})
@@ -374,7 +398,18 @@ async def test_a_recipe_made_through_the_api_appears_in_the_live_feed(service):
         await expect(status).to_contain_text("Status changed")
         await expect(status).to_contain_text("SIM not found")
         await save(page, "live")
+        shown = await page.locator("#live-feed li").evaluate_all(
+            "(items) => items.map((item) => [item.dataset.eventId, "
+            "item.querySelector('time').getAttribute('datetime')])"
+        )
     assert visit.elsewhere == []
+    assert [event for event, _ in shown] == [event_id, second, between[0], first]  # newest on top
+    recent = await service.graphql(RECENT, {"last": 10})
+    recorded = {
+        edge["node"]["id"]: edge["node"]["occurredAt"]
+        for edge in recent["data"]["provisioningRecipeEvents"]["edges"]
+    }
+    assert dict(shown) == recorded
 
 
 async def test_the_live_feed_resumes_after_the_last_event_it_showed(service):

@@ -9,9 +9,14 @@ from graph.recipes.types import (
     ProvisioningRecipe,
     ProvisioningRecipeConnection,
     ProvisioningRecipeEdge,
+    ProvisioningRecipeEventConnection,
+    ProvisioningRecipeEventEdge,
     ProvisioningRecipeFilter,
+    any_event,
+    event_position,
 )
 from graph.relay import node_loader, page_info, page_size
+from models import recipe_events
 from models.principal import RECIPES_READ
 from resolvers.recipes import RecipeFilter, canonical_mac
 
@@ -96,6 +101,30 @@ async def provisioning_recipes(
     return await recipe_connection(info, where, first, after, last, before)
 
 
+async def provisioning_recipe_events(
+    info: Info,
+    organization_uid: str | None = None,
+    last: int | None = None,
+    before: str | None = None,
+) -> ProvisioningRecipeEventConnection:
+    size = page_size(None, last)
+    recent = await info.context.services.recipes.log.recent(
+        info.context.principal,
+        organization_uid.lower() if organization_uid is not None else None,
+        size,
+        event_position(before, "before"),
+    )
+    edges = [
+        ProvisioningRecipeEventEdge(cursor=row.event_id, node=any_event(row))
+        for row in recent.events
+    ]
+    return ProvisioningRecipeEventConnection(
+        edges=edges,
+        page_info=page_info(edges, has_next=before is not None, has_previous=recent.more),
+        latest_event_id=strawberry.ID(recipe_events.event_id(recent.head)),
+    )
+
+
 @node_loader("ProvisioningRecipe")
 async def recipe_node(info: Info, parts: list[str]) -> ProvisioningRecipe | None:
     return await provisioning_recipe(info, parts[0]) if len(parts) == 1 else None
@@ -113,5 +142,13 @@ class Query:
         resolver=provisioning_recipes,
         description="Recipes of the caller's organizations in creation order (keyset pages, "
         "stable under inserts). Needs recipes:read.",
+        extensions=needs(RECIPES_READ),
+    )
+    provisioning_recipe_events: ProvisioningRecipeEventConnection = strawberry.field(
+        resolver=provisioning_recipe_events,
+        description="The last recipe events the service still keeps (those "
+        "Subscription.provisioningRecipeEvents replays), optionally for one organization, "
+        "newest last; pages back with `before`. A live feed reads these, then subscribes "
+        "with `after: latestEventId`. Only the caller's organizations. Needs recipes:read.",
         extensions=needs(RECIPES_READ),
     )

@@ -58,7 +58,7 @@ async def provisioning_recipe_created(
 ) -> AsyncGenerator[DeviceProvisioningRecipeCreated, None]:
     accepts = _accepts(organization_uid, {recipe_events.CREATED}, info)
     async for row in event_rows(info, accepts, _after(after)):
-        yield created_event(row.document)
+        yield created_event(row)
 
 
 async def provisioning_recipe_events(
@@ -70,7 +70,7 @@ async def provisioning_recipe_events(
         organization_uid, {recipe_events.CREATED, recipe_events.STATUS_UPDATED}, info
     )
     async for row in event_rows(info, accepts, _after(after)):
-        yield any_event(row.document)
+        yield any_event(row)
 
 
 @strawberry.type

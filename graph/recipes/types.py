@@ -9,6 +9,7 @@ from strawberry.scalars import JSON
 
 from graph.context import Info
 from graph.devices.identifiers import DeviceIdentifierInput
+from graph.errors import user_error
 from graph.permissions import needs
 from graph.relay import Node, global_id, load_node
 from graph.scalars import DateTime
@@ -22,6 +23,7 @@ from models.recipe_fields import (
     values_of,
     with_recipe_fields,
 )
+from models.recipes import OutboxEvent
 from models.recipes import ProvisioningRecipe as RecipeRow
 from resolvers.recipes import UserError as UserErrorRecord
 
@@ -231,6 +233,10 @@ _JSON_DESCRIPTION = (
     "The event exactly as other systems consume it: the seed document's JSON, optional "
     "payload keys left out when absent."
 )
+_OCCURRED_AT_DESCRIPTION = (
+    "When the service recorded the event, in the transaction of the change it announces. "
+    "Not part of `json`, which keeps the seed document's shape."
+)
 
 
 @strawberry.type(
@@ -244,6 +250,7 @@ class DeviceProvisioningRecipeCreated:
     type: str
     payload: ProvisioningRecipeCreatedPayload
     json: JSON = strawberry.field(description=_JSON_DESCRIPTION)
+    occurred_at: DateTime = strawberry.field(description=_OCCURRED_AT_DESCRIPTION)
 
 
 @strawberry.type(description="Emitted when a recipe's status changes; payload {uid, status, ...}.")
@@ -253,6 +260,7 @@ class DeviceProvisioningRecipeStatusUpdated:
     type: str
     payload: ProvisioningRecipeStatusUpdatedPayload
     json: JSON = strawberry.field(description=_JSON_DESCRIPTION)
+    occurred_at: DateTime = strawberry.field(description=_OCCURRED_AT_DESCRIPTION)
 
 
 ProvisioningRecipeEvent = Annotated[
@@ -270,7 +278,8 @@ def _attempt(payload: dict[str, Any]) -> UnsuccessfulRegisterAttemptStatus | Non
     )
 
 
-def created_event(document: dict[str, Any]) -> DeviceProvisioningRecipeCreated:
+def created_event(row: OutboxEvent) -> DeviceProvisioningRecipeCreated:
+    document = row.document
     p = document["payload"]
     originator = p.get("originator")
     return DeviceProvisioningRecipeCreated(
@@ -299,10 +308,12 @@ def created_event(document: dict[str, Any]) -> DeviceProvisioningRecipeCreated:
             type=p["type"],
         ),
         json=JSON(document),
+        occurred_at=DateTime(from_datetime(row.created_at)),
     )
 
 
-def status_event(document: dict[str, Any]) -> DeviceProvisioningRecipeStatusUpdated:
+def status_event(row: OutboxEvent) -> DeviceProvisioningRecipeStatusUpdated:
+    document = row.document
     p = document["payload"]
     return DeviceProvisioningRecipeStatusUpdated(
         id=strawberry.ID(document["id"]),
@@ -316,15 +327,54 @@ def status_event(document: dict[str, Any]) -> DeviceProvisioningRecipeStatusUpda
             type=p["type"],
         ),
         json=JSON(document),
+        occurred_at=DateTime(from_datetime(row.created_at)),
     )
 
 
 def any_event(
-    document: dict[str, Any],
+    row: OutboxEvent,
 ) -> DeviceProvisioningRecipeCreated | DeviceProvisioningRecipeStatusUpdated:
-    if document["type"] == recipe_events.CREATED:
-        return created_event(document)
-    return status_event(document)
+    if row.type == recipe_events.CREATED:
+        return created_event(row)
+    return status_event(row)
+
+
+def event_position(value: str | None, argument: str) -> int | None:
+    """The outbox sequence number an event id names, as an argument takes one."""
+    if value is None:
+        return None
+    # str.isdigit() takes superscripts (which int() refuses) and Arabic-Indic digits
+    # (which int() reads as numbers); event ids are 20 ASCII digits naming a BIGINT.
+    if not (
+        value.isascii()
+        and value.isdigit()
+        and len(value) <= len(recipe_events.event_id(0))
+        and int(value) < 2**63
+    ):
+        raise user_error(f"{argument} is not an event id: ASCII digits, below 2**63.", argument)
+    return int(value)
+
+
+@strawberry.type
+class ProvisioningRecipeEventEdge:
+    cursor: str = strawberry.field(
+        description="The event's id: `before` of the next page back, or `after` of a "
+        "subscription that should continue from this event."
+    )
+    node: ProvisioningRecipeEvent
+
+
+@strawberry.type
+class ProvisioningRecipeEventConnection:
+    edges: list[ProvisioningRecipeEventEdge]
+    page_info: PageInfo
+    latest_event_id: strawberry.ID = strawberry.field(
+        description="Where the service's event log stood when this page was read: the id "
+        "of the last event it had recorded, whichever organization it belongs to "
+        "(00000000000000000000 when none). As `after` of Subscription."
+        "provisioningRecipeEvents it continues this page with every later event, with no "
+        "gap and no duplicate, also when the page is empty."
+    )
 
 
 @strawberry.type

@@ -10,6 +10,7 @@ const TIMELINE_PAGE = 25;
 const TABLE_ROWS = 1000;
 const CHART_SERIES = 12;
 const FEED_LENGTH = 200;
+const RECENT_EVENTS = 50;
 const PALETTE = [
   "#1f5fbf", "#e07b00", "#2a9d4b", "#c0392b", "#7b4fb8", "#8c6d31",
   "#d35ea8", "#5a6272", "#a3a300", "#1aa3b8", "#f2a7a7", "#9ecae1", "#b0b0b0",
@@ -1082,25 +1083,30 @@ const live = (() => {
   const message = document.getElementById("live-message");
   const empty = document.getElementById("live-empty");
   // ?after=<event id> in the address starts the feed after that event (a link that
-  // resumes where someone left off); else it starts with what happens from now on.
+  // resumes where someone left off); else it starts with the recent events the service
+  // keeps, and goes on from where its event log stood when they were read.
   let lastId = new URLSearchParams(window.location.search).get("after");
   let stop = () => {};
   let retry = null;
   let attempt = 0;
+  let runs = 0;
 
-  function add(event) {
+  function add(event, fresh = true) {
     lastId = event.id;
     attempt = 0;
     const created = event.__typename === "DeviceProvisioningRecipeCreated";
     const payload = event.payload;
-    for (const old of feed.querySelectorAll(".fresh")) {
-      old.classList.remove("fresh");
+    if (fresh) {
+      for (const old of feed.querySelectorAll(".fresh")) {
+        old.classList.remove("fresh");
+      }
     }
     feed.prepend(
       element(
         "li",
-        { class: "fresh", "data-event-id": event.id, "data-uid": payload.uid },
-        element("time", {}, new Date().toLocaleTimeString("en-GB")),
+        { class: fresh ? "fresh" : null, "data-event-id": event.id, "data-uid": payload.uid },
+        // When the service recorded it, in the browser's time zone.
+        element("time", { datetime: event.occurredAt }, when(event.occurredAt)),
         " ",
         element("strong", {}, created ? "Recipe created" : "Status changed"),
         " ",
@@ -1126,10 +1132,34 @@ const live = (() => {
     empty.hidden = true;
   }
 
-  function start() {
+  async function start() {
+    const run = ++runs;
     clearTimeout(retry);
     hide(message);
-    state.textContent = lastId ? `Connecting: resuming after event ${lastId}…` : "Connecting…";
+    stop = () => {};
+    const resuming = lastId !== null;
+    if (!resuming) {
+      state.textContent = "Loading recent events…";
+      let recent;
+      try {
+        recent = (await graphql("DashboardRecentRecipeEvents", { last: RECENT_EVENTS })).data;
+      } catch (error) {
+        if (run === runs) {
+          stopOrRetry(error);
+        }
+        return;
+      }
+      if (run !== runs) {
+        return; // restarted meanwhile: the newer start shows them
+      }
+      // Oldest first, each put above the one before. The subscription goes on from where
+      // the service's event log stood when they were read: nothing missed, nothing twice.
+      for (const edge of recent.provisioningRecipeEvents.edges) {
+        add(edge.node, false);
+      }
+      lastId = recent.provisioningRecipeEvents.latestEventId;
+    }
+    state.textContent = resuming ? `Connecting: resuming after event ${lastId}…` : "Connecting…";
     stop = subscribe("DashboardRecipeEvents", { after: lastId }, {
       next(data) {
         add(data.provisioningRecipeEvents);
@@ -1155,6 +1185,16 @@ const live = (() => {
       state.textContent = "Live: listening for recipe events.";
     }
   });
+
+  /** An unreachable service is tried again later; any other error stops the feed. */
+  function stopOrRetry(error) {
+    if (error.code === null) {
+      reconnectLater(error);
+    } else {
+      state.textContent = "Stopped.";
+      show(message, error);
+    }
+  }
 
   function reconnectLater(error) {
     const wait = Math.min(30, 2 ** attempt);

@@ -331,7 +331,10 @@ async def test_a_chunk_whose_last_attempt_died_fails_its_job_instead_of_leaving_
         for step in steps:  # the survivor's held chunk too, its call still held
             assert step is not None
             await step.refresh(until_complete=WAIT_S)
-            assert step.status == Status.ABORTED
+            # Aborted where SAQ stopped it; a chunk that saw its job ended first stops
+            # quietly, which SAQ records as complete (having done nothing: chunksDone 0).
+            assert step.status in (Status.ABORTED, Status.COMPLETE)
+        assert any(step.status == Status.ABORTED for step in steps)
     finally:
         await queue.disconnect()
 

@@ -132,7 +132,8 @@ def announce(token: str) -> None:
     print(
         "\n  Development token (every scope, every organization; valid for this process"
         " only, for requests made on this host):"
-        f"\n  Authorization: Bearer {token}\n",
+        f"\n  Authorization: Bearer {token}"
+        "\n  GraphiQL at /graphql and the dashboard at /dashboard use it when opened here.\n",
         flush=True,
     )
 

@@ -14,6 +14,7 @@ SIMULATOR_CONTROL). Tests in the same process use ``Simulator.state`` directly.
 import asyncio
 import os
 import re
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from operator import attrgetter
@@ -208,8 +209,7 @@ class Simulator:
         self.state.count(operation)
         self.state.enter()
         try:
-            if self.state.knobs.latency_s:
-                await asyncio.sleep(self.state.knobs.latency_s)
+            started = time.monotonic()
             token = envelope.findtext(f"{{{SOAP_ENV}}}Header/{{{V2}}}token")
             try:
                 inner = handlers[operation](call, token)
@@ -218,6 +218,11 @@ class Simulator:
                 )
             except Fault as fault:
                 response = _fault(fault.code, fault.message)
+            # The latency is the upstream's response time: its own work (some ms for 500
+            # events, one reply after another on this one loop) is part of it, not added on
+            # top, or a fleet read pays the simulator's CPU as if it were the upstream's.
+            if self.state.knobs.latency_s:
+                await asyncio.sleep(self.state.knobs.latency_s - (time.monotonic() - started))
             return await self._injected(operation, response) or response
         finally:
             self.state.leave()

@@ -62,6 +62,12 @@ class JobCancelled(Exception):
     was taken over: its step stops quietly."""
 
 
+def failure_message(error: Exception) -> str:
+    """Why a job failed, as its row tells clients: the error's type only, as its message
+    may carry what a client should not see."""
+    return f"The report failed ({type(error).__name__})."
+
+
 def worker_name() -> str:
     """Who runs a chunk, as its row records it."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -348,7 +354,7 @@ class ChunkWork:
                     .values(
                         state=ReportJobState.FAILED,
                         finished_at=_now(),
-                        error=f"The report failed ({type(error).__name__}).",
+                        error=failure_message(error),
                         error_code=ReportJobError.REPORT_FAILED,
                     )
                 )

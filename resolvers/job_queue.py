@@ -41,7 +41,7 @@ from models.reports import (
     ReportJobState,
 )
 from resolvers.job_chunks import ChunkWork, JobCancelled, step_span, worker_name
-from resolvers.jobs import aware, end_job
+from resolvers.jobs import aware, end_job, fail_job
 from resolvers.metrics import REPORT_QUEUE_DEPTH
 
 log = logging.getLogger(__name__)
@@ -211,14 +211,7 @@ class QueueRunner:
             return
         except Exception as error:
             if not job.retryable:
-                message = f"The report failed ({type(error).__name__})."
-                await end_job(
-                    self._sessions,
-                    job_id,
-                    ReportJobState.FAILED,
-                    message,
-                    ReportJobError.REPORT_FAILED,
-                )
+                await fail_job(self._sessions, job_id, error)
             raise
         finally:
             beating.cancel()

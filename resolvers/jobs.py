@@ -32,7 +32,13 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models.reports import OPEN, TERMINAL, ReportJob, ReportJobError, ReportJobState
-from resolvers.job_chunks import ChunkWork, JobCancelled, step_span, worker_name
+from resolvers.job_chunks import (
+    ChunkWork,
+    JobCancelled,
+    failure_message,
+    step_span,
+    worker_name,
+)
 from resolvers.metrics import REPORT_QUEUE_DEPTH
 from resolvers.reports import ReportRequest
 
@@ -256,14 +262,7 @@ class InProcessRunner:
                 log.exception("report job %s failed", job_id)
                 trace.get_current_span().set_status(StatusCode.ERROR, type(error).__name__)
                 with contextlib.suppress(Exception):
-                    message = f"The report failed ({type(error).__name__})."
-                    await end_job(
-                        self._sessions,
-                        job_id,
-                        ReportJobState.FAILED,
-                        message,
-                        ReportJobError.REPORT_FAILED,
-                    )
+                    await fail_job(self._sessions, job_id, error)
             finally:
                 self._running.pop(job_id, None)
                 REPORT_QUEUE_DEPTH.set(len(self._running))
@@ -338,6 +337,19 @@ async def end_job(
         job.error_code = code
         job.finished_at = job.updated_at = _now()
         session.add(job)
+
+
+async def fail_job(
+    sessions: async_sessionmaker[AsyncSession], job_id: str, error: Exception
+) -> None:
+    """Ends the job FAILED by ``error``."""
+    await end_job(
+        sessions,
+        job_id,
+        ReportJobState.FAILED,
+        failure_message(error),
+        ReportJobError.REPORT_FAILED,
+    )
 
 
 def aware(moment: datetime) -> datetime:

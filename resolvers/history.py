@@ -133,6 +133,16 @@ class HistoryPagingError(Exception):
     """The upstream said a window was incomplete but returned no event to resume after."""
 
 
+def start_after(first_at: int, last_at: int, latest: int) -> int | None:
+    """Where the window after an incomplete one whose events run from ``first_at`` to
+    ``last_at`` begins: at its last instant, read again. When the whole reply is that one
+    instant, asking again from it returns the same events, so the rest of that instant
+    cannot be had: just after it (None past ``latest``)."""
+    if first_at != last_at:
+        return last_at
+    return last_at + 1 if last_at < latest else None
+
+
 def next_window(window: HistoryWindow, latest: int) -> tuple[Position | None, HistoryGap | None]:
     """Where the window after ``window`` begins, and any gap the upstream leaves before it."""
     if window.is_complete:
@@ -141,15 +151,13 @@ def next_window(window: HistoryWindow, latest: int) -> tuple[Position | None, Hi
     if not events:
         raise HistoryPagingError("the upstream reported an incomplete window with no events")
     last = events[-1].occurred_at
+    start = start_after(events[0].occurred_at, last, latest)
     same = 1
     while same < len(events) and events[-1 - same].occurred_at == last:
         same += 1
     if same < len(events):
         return Position(last, same), None
-    # The whole reply is one instant: asking again from it returns the same events, so
-    # the rest of that instant cannot be had. Go on just after it and say so.
-    gap = HistoryGap(last, same)
-    return (Position(last + 1, 0) if last < latest else None), gap
+    return (Position(start, 0) if start is not None else None), HistoryGap(last, same)
 
 
 class HistoryPager:

@@ -18,14 +18,27 @@ from models.events import HistoryWindow
 from models.instants import TICKS_PER_SECOND, format_instant
 from resolvers.budget import INTERACTIVE, Priority
 from resolvers.cache import Described, Found, UpstreamCache
-from resolvers.history import FetchWindow, HistoryGap, HistoryPage, next_window
+from resolvers.history import (
+    FetchWindow,
+    HistoryGap,
+    HistoryPage,
+    HistoryPagingError,
+    next_window,
+    start_after,
+)
 from resolvers.resilience import Resilience
 from soap.client import UwsClient
 from soap.errors import UpstreamError
+from soap.replies import HistoryHead
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
+
+
+READ_AHEAD_WINDOWS = 2
+"""Windows a client paging forward has read ahead: the one its next page needs, and the
+one after, whose call leaves while the first's reply is still being read."""
 
 
 class UpstreamBudgetExceeded(Exception):
@@ -114,11 +127,17 @@ class Upstream:
         """The current instant in ticks."""
         return int(self._clock() * TICKS_PER_SECOND)
 
-    def history(self, cost: Cost, keep: bool = True) -> FetchWindow:
+    def history(
+        self,
+        cost: Cost,
+        keep: bool = True,
+        on_head: Callable[[HistoryHead], None] | None = None,
+    ) -> FetchWindow:
         """A window reader for one request, counting calls and cache hits into ``cost``.
 
         With ``keep`` false, windows are taken from the cache but not put there: a bulk
         export reads each window once and must not push out what interactive use keeps.
+        ``on_head``: told each reply's head, for the windows this reader calls for itself.
         """
 
         async def fetch(device: DeviceIdentifier, earliest: int, latest: int) -> HistoryWindow:
@@ -134,7 +153,9 @@ class Upstream:
             load = self._load(
                 "GetDeviceProvisioningHistory",
                 cost,
-                lambda: self.client.get_device_provisioning_history(device, earliest, latest),
+                lambda: self.client.get_device_provisioning_history(
+                    device, earliest, latest, on_head
+                ),
                 window,
             )
             settled = latest < self.now() - int(self.policy.settle_s * TICKS_PER_SECOND)
@@ -156,13 +177,15 @@ class Upstream:
         self, cost: Cost, device: DeviceIdentifier, page: HistoryPage, first: int, latest: int
     ) -> asyncio.Task[None] | None:
         """After a forward page of ``first`` events with more to come: when the next page
-        of that size needs a window this one did not read, starts reading it, so that the
-        upstream answers while the client takes this page. The task, or None.
+        of that size needs a window this one did not read, starts reading it and the one
+        after (``READ_AHEAD_WINDOWS``), so that the upstream answers while the client
+        takes this page. The task, or None.
 
-        For a client paging on (the caller's to judge: one that stops wasted the call),
-        and only while ``cost``'s request has a call of its budget left, at the request's
-        priority. The call is not counted in ``cost``: the window is the next request's,
-        a cache hit there. At most ``read_ahead`` windows at once; ``aclose`` cancels them.
+        For a client paging on (the caller's to judge: one that stops wasted the calls),
+        and only while ``cost``'s request has calls of its budget left, at the request's
+        priority. The calls are not counted in ``cost``: the windows are the next
+        requests', cache hits there. At most ``read_ahead`` tasks at once; ``aclose``
+        cancels them.
         """
         if not page.has_next or not page.items or len(self._reading_ahead) >= self._read_ahead:
             return None
@@ -170,15 +193,54 @@ class Upstream:
         left = None if cost.budget is None else cost.budget - cost.upstream_calls
         if start is None or (left is not None and left <= 0):
             return None
-        fetch = self.history(Cost(budget=left, priority=cost.priority))
+        ahead = Cost(budget=left, priority=cost.priority)
         # A context of its own: the task must not keep the request's (its caller, its
         # response) alive, as an expiry timer made in a request once did.
         task = asyncio.get_running_loop().create_task(
-            _read_quietly(fetch, device, start, latest), context=contextvars.Context()
+            self._read_on(ahead, device, start, latest, READ_AHEAD_WINDOWS),
+            context=contextvars.Context(),
         )
         self._reading_ahead.add(task)
         task.add_done_callback(self._reading_ahead.discard)
         return task
+
+    async def _read_on(
+        self, cost: Cost, device: DeviceIdentifier, start: int, latest: int, windows: int
+    ) -> None:
+        """Reads the window at ``start`` and the ``windows - 1`` after it. Each next call
+        leaves once the reply before it says where it starts (its head), while that
+        reply's events are still being read: windows come one after another, and
+        reading a reply took as long as the upstream took to answer it."""
+        following: asyncio.Task[None] | None = None
+
+        def on_head(head: HistoryHead) -> None:
+            nonlocal following
+            if head.is_complete or head.first_at is None or head.last_at is None:
+                return
+            begin = start_after(head.first_at, head.last_at, latest)
+            if begin is not None and following is None:
+                following = asyncio.ensure_future(
+                    self._read_on(cost, device, begin, latest, windows - 1)
+                )
+
+        try:
+            window = await self.history(cost, on_head=on_head if windows > 1 else None)(
+                device, start, latest
+            )
+            if following is None and windows > 1:
+                # Cached, or read by another request: its events say where the next begins.
+                after, _ = next_window(window, latest)
+                if after is not None:
+                    await self._read_on(cost, device, after.window_start, latest, windows - 1)
+        except (UpstreamError, UpstreamBudgetExceeded, HistoryPagingError) as error:
+            # The next page reads the window itself, and reports what goes wrong then.
+            log.debug("reading a window ahead failed: %s", error)
+        finally:
+            if following is not None:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
 
     async def aclose(self) -> None:
         """Cancels the windows still being read ahead, and waits for them to end."""
@@ -278,16 +340,6 @@ def _unread_window(page: HistoryPage, first: int, latest: int) -> int | None:
         return None
     following, _ = next_window(known.window, latest)
     return following.window_start if following is not None else None
-
-
-async def _read_quietly(
-    fetch: FetchWindow, device: DeviceIdentifier, start: int, latest: int
-) -> None:
-    try:
-        await fetch(device, start, latest)
-    except (UpstreamError, UpstreamBudgetExceeded) as error:
-        # The next page reads the window itself, and reports what goes wrong then.
-        log.debug("reading a window ahead failed: %s", error)
 
 
 class _NotCached(Exception):

@@ -118,11 +118,11 @@ class Settings(BaseSettings):
         default=2,
         ge=0,
         le=64,
-        description="History windows read ahead at once, for the whole process: when a "
-        "client pages forward with `after` and its next page of the same size needs a "
-        "window not read yet, that window is read while the client takes this page. A "
-        "client that stops there leaves one call spent for nothing (within its request's "
-        "`MAX_UPSTREAM_CALLS_PER_REQUEST`). 0: never.",
+        description="Read-aheads at once, for the whole process: when a client pages "
+        "forward with `after` and its next page of the same size needs a window not read "
+        "yet, that window and the one after are read while the client takes this page. A "
+        "client that stops there leaves up to two calls spent for nothing (within its "
+        "request's `MAX_UPSTREAM_CALLS_PER_REQUEST`). 0: never.",
         json_schema_extra={"group": "service"},
     )
     outbox_retention_s: float = Field(

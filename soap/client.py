@@ -10,7 +10,7 @@ than lxml's. Every failure surfaces as a ``soap.errors`` type.
 import asyncio
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -139,9 +139,15 @@ class UwsClient:
         return self._http
 
     async def get_device_provisioning_history(
-        self, device: DeviceIdentifier, earliest: int, latest: int
+        self,
+        device: DeviceIdentifier,
+        earliest: int,
+        latest: int,
+        on_head: Callable[[replies.HistoryHead], None] | None = None,
     ) -> HistoryWindow:
-        """One upstream window: at most 500 events of [earliest, latest] (ticks, inclusive)."""
+        """One upstream window: at most 500 events of [earliest, latest] (ticks, inclusive).
+        ``on_head`` is called on the event loop with the reply's ``HistoryHead`` while its
+        events are still being read."""
         request = {
             "Device": {"Kind": device.kind, "Identifier": device.identifier},
             "OccurredAtFilter": {
@@ -149,9 +155,15 @@ class UwsClient:
                 "Latest": format_instant(latest),
             },
         }
-        return await self._authorized(
-            "GetDeviceProvisioningHistory", request, replies.history_window
-        )
+        read: Callable[[str, int, bytes], HistoryWindow] = replies.history_window
+        if on_head is not None:
+            # The reply is read in a worker thread: the head goes back to the loop.
+            loop = asyncio.get_running_loop()
+            read = partial(
+                replies.history_window,
+                on_head=lambda head: loop.call_soon_threadsafe(on_head, head),
+            )
+        return await self._authorized("GetDeviceProvisioningHistory", request, read)
 
     async def get_device_list(self, largest_device_id_seen: int | None = None) -> DeviceListPage:
         """One page of the account's devices, after the given upstream device id."""

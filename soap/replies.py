@@ -4,7 +4,8 @@ zeep's own reply parsing costs about 11x a bare lxml parse on a 500-event reply
 (docs/ARCHITECTURE.md). The client lets zeep build and send requests, and reads replies here.
 """
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from lxml import etree
 
@@ -24,6 +25,7 @@ _OUTPUT = f"{{{V2}}}Output"
 _HISTORY = f"{{{DEVICE}}}ProvisioningHistory"
 _EVENT = f"{{{DEVICE}}}ProvisioningEvent"
 _IS_COMPLETE = f"{{{DEVICE}}}IsComplete"
+_OCCURRED_AT = f"{{{DEVICE}}}OccurredAt"
 _EXTENDED = f"{{{DEVICE}}}ExtendedAttributes"
 # An extended attribute's elements are matched by local name: WCF puts the members of a
 # data contract in the namespace it is declared in, Common for ExtendedAttributesObj, so
@@ -180,10 +182,42 @@ def _events(output: etree._Element, operation: str) -> list[ProvisioningEvent]:
     return events
 
 
-def history_window(operation: str, status_code: int, body: bytes) -> HistoryWindow:
+class HistoryHead(NamedTuple):
+    """What a history reply says before its events are read: whether it is complete, and
+    the instants of its first and last events (None where there are none, or where one
+    cannot be read: reading the events says why)."""
+
+    is_complete: bool
+    first_at: int | None
+    last_at: int | None
+
+
+def _occurred_at(event: etree._Element | None) -> int | None:
+    text = event.findtext(_OCCURRED_AT) if event is not None else None
+    try:
+        return parse_instant(text) if text is not None else None
+    except InvalidInstant:
+        return None
+
+
+def history_window(
+    operation: str,
+    status_code: int,
+    body: bytes,
+    on_head: Callable[[HistoryHead], object] | None = None,
+) -> HistoryWindow:
+    """A history reply read into a window; ``on_head`` is told its ``HistoryHead`` first,
+    before its events are read (the longest part)."""
     output = read_output(operation, status_code, body)
-    events = tuple(_events(output, operation))
-    return HistoryWindow(events, _boolean(_text(output, _IS_COMPLETE, operation), operation))
+    complete = _boolean(_text(output, _IS_COMPLETE, operation), operation)
+    if on_head is not None:
+        history = output.find(_HISTORY)
+        last = None
+        if history is not None:
+            last = next(history.iterchildren(_EVENT, reversed=True), None)
+        first = history.find(_EVENT) if history is not None else None
+        on_head(HistoryHead(complete, _occurred_at(first), _occurred_at(last)))
+    return HistoryWindow(tuple(_events(output, operation)), complete)
 
 
 def device_list_page(operation: str, status_code: int, body: bytes) -> DeviceListPage:

@@ -1,14 +1,24 @@
-"""History windows read ahead for clients paging forward: the window a next page needs is
-read while the client takes this one, within the request's budget, once, and never left
-running at shutdown."""
+"""History windows read ahead for clients paging forward: the window a next page needs, and
+the one after, are read while the client takes this one, within the request's budget,
+once, and never left running at shutdown; a reply's head says where the next window
+starts before its events are read."""
 
+import pytest
 from support import api_server, document, ident
 
 from models.instants import parse_instant
 from resolvers.cache import BoundedMemoryCache, UpstreamCache
-from resolvers.history import RANGE_START, EventRef, HistoryPage, read_forward
+from resolvers.history import (
+    RANGE_START,
+    EventRef,
+    HistoryPage,
+    next_window,
+    read_forward,
+    start_after,
+)
 from resolvers.resilience import CircuitBreaker, Resilience, RetryPolicy
 from resolvers.upstream import CachePolicy, Cost, Upstream
+from soap.replies import HistoryHead
 
 LATEST = parse_instant("2030-01-01T00:00:00Z")
 
@@ -20,6 +30,25 @@ def upstream_over(uws, read_ahead: int = 2) -> Upstream:
     return Upstream(uws, cache, policy, resilience, read_ahead=read_ahead)
 
 
+@pytest.mark.parametrize("name", ["twelve-thousand", "over-500-instant"])
+async def test_a_reply_head_says_where_the_next_window_starts(uws, upstream, name):
+    device = upstream.fleet.by_name(name).primary
+    heads: list[HistoryHead] = []
+
+    window = await uws.get_device_provisioning_history(device, RANGE_START, LATEST, heads.append)
+
+    # Told on the event loop while the reply's events were read in a worker thread.
+    (head,) = heads
+    events = window.events
+    assert head == HistoryHead(False, events[0].occurred_at, events[-1].occurred_at)
+    # Where the pager, having read the events, goes on from.
+    following, _ = next_window(window, LATEST)
+    assert following is not None
+    assert start_after(events[0].occurred_at, events[-1].occurred_at, LATEST) == (
+        following.window_start
+    )
+
+
 async def page_after(
     reader: Upstream, cost: Cost, device, first: int, page: HistoryPage | None = None
 ) -> HistoryPage:
@@ -27,7 +56,9 @@ async def page_after(
     return await read_forward(reader.history(cost), device, RANGE_START, LATEST, first, after)
 
 
-async def test_the_window_a_next_page_needs_is_read_while_the_client_takes_this_one(uws, upstream):
+async def test_the_windows_the_next_pages_need_are_read_while_the_client_takes_this_one(
+    uws, upstream
+):
     device = upstream.fleet.by_name("twelve-thousand").primary
     reader = upstream_over(uws)
     cost = Cost(budget=10)
@@ -39,12 +70,17 @@ async def test_the_window_a_next_page_needs_is_read_while_the_client_takes_this_
 
     assert task is not None
     await task
-    assert upstream.calls() == 2
-    assert cost.upstream_calls == 1  # the next request's window, not this one's
+    # The second window, and the third, whose call left on the second reply's head.
+    assert upstream.calls() == 3
+    assert cost.upstream_calls == 1  # the next requests' windows, not this one's
     following = Cost(budget=10)
     next_page = await page_after(reader, following, device, 400, page)
     assert (following.upstream_calls, following.cache_hits) == (0, 2)
-    assert upstream.calls() == 2
+    # The page after that needs the third window: read too.
+    third = Cost(budget=10)
+    await page_after(reader, third, device, 400, next_page)
+    assert (third.upstream_calls, third.cache_hits) == (0, 2)
+    assert upstream.calls() == 3
     # The same page as one read without reading ahead.
     plain = upstream_over(uws, read_ahead=0)
     first = await page_after(plain, Cost(), device, 400)

@@ -152,12 +152,12 @@ def next_window(window: HistoryWindow, latest: int) -> tuple[Position | None, Hi
         raise HistoryPagingError("the upstream reported an incomplete window with no events")
     last = events[-1].occurred_at
     start = start_after(events[0].occurred_at, last, latest)
+    if start != last:  # the whole reply is one instant
+        return (Position(start, 0) if start is not None else None), HistoryGap(last, len(events))
     same = 1
-    while same < len(events) and events[-1 - same].occurred_at == last:
+    while events[-1 - same].occurred_at == last:
         same += 1
-    if same < len(events):
-        return Position(last, same), None
-    return (Position(start, 0) if start is not None else None), HistoryGap(last, same)
+    return Position(last, same), None
 
 
 class HistoryPager:

@@ -89,6 +89,18 @@ def _rank(priority: Priority) -> int:
     return 1 if _FOLLOWING.get() else 2
 
 
+@contextmanager
+def _in_flight(priority: Priority, started: float) -> Iterator[None]:
+    """What a caller holding a slot (since ``started``, perf_counter) is measured by: how
+    long it waited for it, and that it is in flight until it lets it go."""
+    BUDGET_WAIT_SECONDS.labels(priority).observe(time.perf_counter() - started)
+    BUDGET_IN_FLIGHT.inc()
+    try:
+        yield
+    finally:
+        BUDGET_IN_FLIGHT.dec()
+
+
 class _Turns:
     """``slots`` slots handed out by rank, first come first served within one: nobody
     overtakes a waiter of their own rank or a higher one."""
@@ -141,12 +153,8 @@ class LocalBudget:
     async def slot(self, priority: Priority) -> AsyncIterator[None]:
         started = time.perf_counter()
         async with self._turns.held(_rank(priority)):
-            BUDGET_WAIT_SECONDS.labels(priority).observe(time.perf_counter() - started)
-            BUDGET_IN_FLIGHT.inc()
-            try:
+            with _in_flight(priority, started):
                 yield
-            finally:
-                BUDGET_IN_FLIGHT.dec()
 
     def gate(self) -> AbstractAsyncContextManager[None]:
         return self.slot(_CALLER.get())
@@ -251,17 +259,15 @@ class RedisBudget:
             async with self._fallback.slot(priority):
                 yield
             return
-        BUDGET_WAIT_SECONDS.labels(priority).observe(time.perf_counter() - started)
-        BUDGET_IN_FLIGHT.inc()
-        try:
-            yield
-        finally:
-            BUDGET_IN_FLIGHT.dec()
-            # In a task of its own: the caller reads its reply meanwhile, and a cancelled
-            # call still gives its lease back now, not at expiry.
-            releasing = asyncio.create_task(self._release(lease))
-            self._releasing.add(releasing)
-            releasing.add_done_callback(self._releasing.discard)
+        with _in_flight(priority, started):
+            try:
+                yield
+            finally:
+                # In a task of its own: the caller reads its reply meanwhile, and a
+                # cancelled call still gives its lease back now, not at expiry.
+                releasing = asyncio.create_task(self._release(lease))
+                self._releasing.add(releasing)
+                releasing.add_done_callback(self._releasing.discard)
 
     def gate(self) -> AbstractAsyncContextManager[None]:
         return self.slot(_CALLER.get())

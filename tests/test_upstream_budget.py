@@ -135,7 +135,7 @@ async def test_a_jobs_follow_up_call_goes_before_its_first_calls():
         firsts = [asyncio.create_task(call(f"first {n}")) for n in range(3)]
         await asyncio.sleep(0)  # a turn of the loop, no time: the first calls have queued
         follow = asyncio.create_task(follow_up())
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a turn of the loop, no time: the follow-up has queued
     release.set()
     async with asyncio.timeout(WAIT_S):
         await asyncio.gather(follow, *firsts)

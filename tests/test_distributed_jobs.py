@@ -262,15 +262,22 @@ async def test_a_job_is_shared_by_two_replicas_and_equals_one_process(
     assert all("provgraph_report_queue_depth" in s for s in samples)
 
 
+async def killed_mid_job(seat: SimulatorSeat, pair: list[Served]) -> tuple[str, Api]:
+    """Starts a job on the first replica of ``pair`` with the upstream held, and once both
+    hold chunks of it kills the first (SIGKILL): the job's id and the survivor's API. The
+    upstream stays held."""
+    doomed, survivor = pair
+    seat.gate.shut()
+    job_id = await start(Api(doomed.url, seat.simulator), seat)
+    assert await both_working(job_id) == {worker(s) for s in pair}
+    os.kill(doomed.pid, signal.SIGKILL)
+    return job_id, Api(survivor.url, seat.simulator)
+
+
 async def test_a_replica_killed_mid_chunk_loses_only_that_chunk(
     seat: SimulatorSeat, two: list[Served]
 ):
-    doomed, survivor = two
-    survivor_api = Api(survivor.url, seat.simulator)
-    seat.gate.shut()
-    job_id = await start(Api(doomed.url, seat.simulator), seat)
-    assert await both_working(job_id) == {worker(s) for s in two}
-    os.kill(doomed.pid, signal.SIGKILL)
+    job_id, survivor_api = await killed_mid_job(seat, two)
     seat.gate.open()
     job = await ended(survivor_api, job_id)
     assert job["state"] == "SUCCEEDED"
@@ -278,7 +285,7 @@ async def test_a_replica_killed_mid_chunk_loses_only_that_chunk(
     assert job["progress"]["chunksReclaimed"] == 1
     rows = await chunks(job_id)
     assert all(row.state == ReportChunkState.DONE for row in rows)
-    assert {row.worker for row in rows} == {worker(survivor)}  # the dead one finished none
+    assert {row.worker for row in rows} == {worker(two[1])}  # the dead one finished none
     assert [row.reclaimed for row in rows].count(1) == 1
     assert job["result"] == await one_request(survivor_api, seat)
 
@@ -323,12 +330,8 @@ async def test_a_chunk_whose_last_attempt_died_fails_its_job_instead_of_leaving_
     """No attempt is left for the killed replica's chunk, so no worker will run it again:
     the job ends FAILED, saying why, and its other chunks stop, instead of RUNNING for
     ever."""
-    doomed, survivor = two_with_one_attempt
-    survivor_api = Api(survivor.url, seat.simulator)
-    seat.gate.shut()
-    job_id = await start(Api(doomed.url, seat.simulator), seat)
-    assert await both_working(job_id) == {worker(s) for s in two_with_one_attempt}
-    os.kill(doomed.pid, signal.SIGKILL)
+    doomed = two_with_one_attempt[0]
+    job_id, survivor_api = await killed_mid_job(seat, two_with_one_attempt)
     job = await ended(survivor_api, job_id)  # with the gate still shut
     assert job["state"] == "FAILED"
     assert job["errorCode"] == "CHUNK_LOST"

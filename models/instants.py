@@ -28,9 +28,10 @@ _INSTANT = re.compile(
     re.ASCII,
 )
 
-_CANONICAL = re.compile(
-    r"(\d{4}-\d\d-\d\d)T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(?:\.(\d{1,7})\d*)?Z", re.ASCII
-)
+CANONICAL_INSTANT = r"(\d{4}-\d\d-\d\d)T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(?:\.(\d{1,7})\d*)?Z"
+"""The form WCF writes, "2017-01-02T12:00:48.21Z", as a pattern for ``re.ASCII``; its
+groups are ``canonical_ticks``'s arguments."""
+_CANONICAL = re.compile(CANONICAL_INSTANT, re.ASCII)
 
 # What a .NET DateTime (the upstream's) and a Python date can hold: 0001-01-01 to the
 # last tick of 9999-12-31, in UTC. An offset can push a valid local time past either end.
@@ -50,17 +51,18 @@ def _day_ticks(day: str) -> int:
         raise InvalidInstant(f"not a date: {day!r}") from exc
 
 
+def canonical_ticks(day: str, hour: str, minute: str, second: str, fraction: str | None) -> int:
+    """The ticks of a ``CANONICAL_INSTANT`` match's groups."""
+    ticks = _day_ticks(day) + TICKS_PER_SECOND * (int(hour) * 3600 + int(minute) * 60 + int(second))
+    return ticks + int(fraction.ljust(7, "0")) if fraction else ticks
+
+
 def parse_instant(text: str) -> int:
     """Reads an xs:dateTime or xs:date into ticks, keeping all seven .NET digits."""
-    # Fast path for the form WCF writes, "2017-01-02T12:00:48.21Z": 500 of these arrive
-    # with every upstream reply.
+    # Fast path for the form WCF writes: 500 of these arrive with every upstream reply.
     match = _CANONICAL.fullmatch(text)
     if match is not None:
-        day, hour, minute, second, fraction = match.groups()
-        ticks = _day_ticks(day) + TICKS_PER_SECOND * (
-            int(hour) * 3600 + int(minute) * 60 + int(second)
-        )
-        return ticks + int(fraction.ljust(7, "0")) if fraction else ticks
+        return canonical_ticks(*match.groups())
     match = _INSTANT.fullmatch(text.strip())
     if match is None:
         raise InvalidInstant(f"not an xs:dateTime: {text!r}")

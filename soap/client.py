@@ -8,9 +8,9 @@ than lxml's. Every failure surfaces as a ``soap.errors`` type.
 """
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from functools import cache, partial
+from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -46,6 +46,27 @@ _TOKEN = f"{{{V2}}}token"
 INLINE_REPLY_BYTES = 4096
 """Replies shorter than this (some ten events) are read in place: cheaper than a thread."""
 _SESSION_FAULTS = frozenset({SESSION_EXPIRED, SESSION_INVALID})
+
+Reader = Callable[[str, int, bytes], Awaitable[T]]
+"""Reads a reply (operation, HTTP status, body) into its result, or raises a typed error."""
+
+
+def off_loop(read: Callable[[str, int, bytes], T]) -> Reader[T]:
+    """``read`` as a reader that takes a long reply in a worker thread: lxml parses without
+    the GIL, and the event loop meanwhile starts the next calls and takes their replies."""
+
+    async def reader(operation: str, status_code: int, body: bytes) -> T:
+        if len(body) < INLINE_REPLY_BYTES:
+            return read(operation, status_code, body)
+        return await asyncio.to_thread(read, operation, status_code, body)
+
+    return reader
+
+
+_read_history_reply = off_loop(replies.history_reply)
+_read_device_list_page = off_loop(replies.device_list_page)
+_read_session_token = off_loop(replies.session_token)
+_read_acknowledged = off_loop(replies.acknowledged)
 
 
 @cache
@@ -146,8 +167,8 @@ class UwsClient:
         on_head: Callable[[replies.HistoryHead], None] | None = None,
     ) -> HistoryWindow:
         """One upstream window: at most 500 events of [earliest, latest] (ticks, inclusive).
-        ``on_head`` is called on the event loop with the reply's ``HistoryHead`` while its
-        events are still being read."""
+        ``on_head`` is called on the event loop with the reply's ``HistoryHead`` before its
+        events are read."""
         request = {
             "Device": {"Kind": device.kind, "Identifier": device.identifier},
             "OccurredAtFilter": {
@@ -155,20 +176,23 @@ class UwsClient:
                 "Latest": format_instant(latest),
             },
         }
-        read: Callable[[str, int, bytes], HistoryWindow] = replies.history_window
-        if on_head is not None:
-            # The reply is read in a worker thread: the head goes back to the loop.
-            loop = asyncio.get_running_loop()
-            read = partial(
-                replies.history_window,
-                on_head=lambda head: loop.call_soon_threadsafe(on_head, head),
-            )
+
+        async def read(operation: str, status_code: int, body: bytes) -> HistoryWindow:
+            reply = await _read_history_reply(operation, status_code, body)
+            if on_head is not None:
+                on_head(reply.head)
+                # One loop turn, in which the next call (``on_head``'s task) goes out
+                # before this reply's events are read. Read in a worker thread they would
+                # hold the GIL, and the loop could send nothing until they were read.
+                await asyncio.sleep(0)
+            return replies.history_events(operation, reply)
+
         return await self._authorized("GetDeviceProvisioningHistory", request, read)
 
     async def get_device_list(self, largest_device_id_seen: int | None = None) -> DeviceListPage:
         """One page of the account's devices, after the given upstream device id."""
         request = {"LargestDeviceIdSeen": largest_device_id_seen}
-        return await self._authorized("GetDeviceList", request, replies.device_list_page)
+        return await self._authorized("GetDeviceList", request, _read_device_list_page)
 
     async def log_out(self) -> None:
         """Ends the session this client opened, if any; a fixed token is left alone."""
@@ -179,7 +203,7 @@ class UwsClient:
                 "LogOut",
                 {"SessionToken": token},
                 None,
-                replies.acknowledged,
+                _read_acknowledged,
             )
 
     async def _token(self) -> str:
@@ -192,7 +216,7 @@ class UwsClient:
                     "LogIn",
                     {"Username": self._username, "Password": self._password},
                     None,
-                    replies.session_token,
+                    _read_session_token,
                 )
             return self._session
 
@@ -200,7 +224,7 @@ class UwsClient:
         self,
         operation: str,
         request: dict[str, Any],
-        read: Callable[[str, int, bytes], T],
+        read: Reader[T],
     ) -> T:
         token = await self._token()
         try:
@@ -222,7 +246,7 @@ class UwsClient:
         operation: str,
         request: dict[str, Any],
         token: str | None,
-        read: Callable[[str, int, bytes], T],
+        read: Reader[T],
     ) -> T:
         """One exchange with the upstream, in a span of its own."""
         with _tracer.start_as_current_span(
@@ -250,7 +274,7 @@ class UwsClient:
         operation: str,
         request: dict[str, Any],
         token: str | None,
-        read: Callable[[str, int, bytes], T],
+        read: Reader[T],
     ) -> T:
         headers = []
         if token is not None:
@@ -286,11 +310,7 @@ class UwsClient:
         span.set_attribute("http.response.status_code", status)
         span.set_attribute("http.response.body.size", len(body))
         try:
-            if len(body) < INLINE_REPLY_BYTES:
-                return read(operation, status, body)
-            # A long reply is read in a worker thread: lxml parses without the GIL, and
-            # the event loop meanwhile starts the next calls and takes their replies.
-            return await asyncio.to_thread(read, operation, status, body)
+            return await read(operation, status, body)
         except UpstreamError as exc:
             raise self._redacted(exc) from None
 

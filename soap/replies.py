@@ -4,7 +4,6 @@ zeep's own reply parsing costs about 11x a bare lxml parse on a 500-event reply
 (docs/ARCHITECTURE.md). The client lets zeep build and send requests, and reads replies here.
 """
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from lxml import etree
@@ -14,6 +13,7 @@ from models.events import ExtendedAttribute, HistoryWindow, ProvisioningEvent
 from models.instants import InvalidInstant, parse_instant
 from soap.contract import COMMON, DEVICE, SESSION, SOAP_ENV, V2, strip_service_prefix
 from soap.errors import UpstreamBadReply, UpstreamFault, UpstreamUnavailable
+from soap.history_text import read_events
 
 # Untrusted bytes: no entity expansion, no network, no unbounded trees.
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
@@ -150,10 +150,9 @@ def _attributes(container: etree._Element | None, operation: str) -> tuple[Exten
     return tuple(attributes)
 
 
-def _events(output: etree._Element, operation: str) -> list[ProvisioningEvent]:
-    history = output.find(_HISTORY)
-    if history is None:
-        return []
+def events_by_element(history: etree._Element, operation: str) -> list[ProvisioningEvent]:
+    """A ProvisioningHistory element's events, read element by element: any reply lxml
+    can parse, and the one that says what is wrong with a bad one."""
     # tuple.__new__ builds the record without NamedTuple's Python-level __new__.
     fields, is_extended, make = _EVENT_FIELDS, _is_extended, tuple.__new__
     events = []
@@ -200,24 +199,41 @@ def _occurred_at(event: etree._Element | None) -> int | None:
         return None
 
 
-def history_window(
-    operation: str,
-    status_code: int,
-    body: bytes,
-    on_head: Callable[[HistoryHead], object] | None = None,
-) -> HistoryWindow:
-    """A history reply read into a window; ``on_head`` is told its ``HistoryHead`` first,
-    before its events are read (the longest part)."""
+class HistoryReply(NamedTuple):
+    """A history reply parsed, its head read, its events not yet."""
+
+    head: HistoryHead
+    history: etree._Element | None
+    body: bytes
+
+
+def history_reply(operation: str, status_code: int, body: bytes) -> HistoryReply:
+    """A history reply parsed and its ``HistoryHead`` read: what a next call needs."""
     output = read_output(operation, status_code, body)
     complete = _boolean(_text(output, _IS_COMPLETE, operation), operation)
-    if on_head is not None:
-        history = output.find(_HISTORY)
-        last = None
-        if history is not None:
-            last = next(history.iterchildren(_EVENT, reversed=True), None)
-        first = history.find(_EVENT) if history is not None else None
-        on_head(HistoryHead(complete, _occurred_at(first), _occurred_at(last)))
-    return HistoryWindow(tuple(_events(output, operation)), complete)
+    history = output.find(_HISTORY)
+    first = last = None
+    if history is not None:
+        first = history.find(_EVENT)
+        last = next(history.iterchildren(_EVENT, reversed=True), None)
+    head = HistoryHead(complete, _occurred_at(first), _occurred_at(last))
+    return HistoryReply(head, history, body)
+
+
+def history_events(operation: str, reply: HistoryReply) -> HistoryWindow:
+    """A parsed history reply's events read into a window: from its text where it has the
+    shape WCF writes (``soap.history_text``), else element by element."""
+    if reply.history is None:
+        return HistoryWindow((), reply.head.is_complete)
+    events = read_events(reply.body, reply.history)
+    if events is None:
+        events = events_by_element(reply.history, operation)
+    return HistoryWindow(tuple(events), reply.head.is_complete)
+
+
+def history_window(operation: str, status_code: int, body: bytes) -> HistoryWindow:
+    """A history reply read into a window."""
+    return history_events(operation, history_reply(operation, status_code, body))
 
 
 def device_list_page(operation: str, status_code: int, body: bytes) -> DeviceListPage:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jwt
+from cachetools import TTLCache
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt import PyJWK
@@ -28,6 +29,13 @@ _EC = frozenset(("ES256", "ES384", "ES512"))
 ASYMMETRIC = _RSA | _EC | {"EdDSA"}
 _SUBJECT_MAX = 128
 """What report jobs keep of their owner's subject."""
+VERIFIED_TOKENS = 1024
+VERIFIED_FOR_S = 60.0
+"""A client sends the same token with every request, and checking its signature is about
+a third of a millisecond: the principal of a token found valid is kept (at most
+``VERIFIED_TOKENS``), until its ``exp`` or for ``VERIFIED_FOR_S``, whichever comes first.
+A key the identity provider withdraws stops verifying within that time, as it does when
+the provider's keys are refetched (``AUTH_JWT_JWKS_MAX_AGE_S``)."""
 
 
 def _public_key(pem: str) -> tuple[Any, frozenset[str]]:
@@ -71,6 +79,7 @@ class JwtVerifier:
         jwks_refetch_floor_s: float = 60,
         jwks_max_age_s: float = 300,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if (public_key is None) == (jwks_url is None):
             raise ValueError("JWT verification needs exactly one of a JWKS URL and a public key.")
@@ -108,6 +117,11 @@ class JwtVerifier:
         self._scopes_claim = scopes_claim
         self._account_id_claim = account_id_claim
         self._leeway_s = leeway_s
+        self._wall_clock = wall_clock
+        # Principal and the instant its token expires (``exp`` plus the leeway).
+        self._verified: TTLCache[str, tuple[Principal, float]] = TTLCache(
+            VERIFIED_TOKENS, VERIFIED_FOR_S, timer=wall_clock
+        )
 
     async def _key_for(self, credential: str) -> Any:
         if self._jwks is None:
@@ -134,6 +148,13 @@ class JwtVerifier:
             await self._jwks.aclose()
 
     async def verify(self, credential: str) -> Principal:
+        known = self._verified.get(credential)
+        if known is not None:
+            principal, expires = known
+            if self._wall_clock() < expires:
+                return principal
+            del self._verified[credential]
+            raise Unauthenticated("The token has expired.")
         key = await self._key_for(credential)
         try:
             claims = jwt.decode(
@@ -150,7 +171,9 @@ class JwtVerifier:
         except jwt.PyJWTError as exc:
             # PyJWT's messages name the failed check ("Invalid audience"), never the token.
             raise Unauthenticated(f"The token is not valid: {exc}.") from exc
-        return self._principal(claims)
+        principal = self._principal(claims)
+        self._verified[credential] = (principal, claims["exp"] + self._leeway_s)
+        return principal
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
         subject = f"jwt:{claims['iss']}|{claims['sub']}"

@@ -372,6 +372,31 @@ async def test_claims_are_read_from_the_configured_names():
     assert len((await verifier().verify(bearer(subject="s" * 200))).subject) <= 128
 
 
+async def test_a_verified_token_is_remembered_until_it_expires():
+    now = time.time()
+    clock = [now]
+    checker = verifier(wall_clock=lambda: clock[0], leeway_s=0)
+    token = bearer(exp=int(now) + 600)
+    first = await checker.verify(token)
+
+    assert await checker.verify(token) is first  # remembered: not decoded again
+    clock[0] = now + 59  # still within VERIFIED_FOR_S and before exp
+    assert await checker.verify(token) is first
+    clock[0] = now + 61  # past VERIFIED_FOR_S: checked again, and still valid
+    again = await checker.verify(token)
+    assert again == first
+    assert again is not first
+
+    clock[0] = now
+    short = bearer(exp=int(now) + 40)
+    await checker.verify(short)
+    clock[0] = int(now) + 40  # its exp: remembered or not, it has expired
+    with pytest.raises(Unauthenticated, match="expired"):
+        await checker.verify(short)
+    with pytest.raises(Unauthenticated, match="not valid"):
+        await checker.verify(token[:-4] + "AAAA")  # a forged signature is never remembered
+
+
 def test_unsafe_jwt_configurations_are_refused():
     with pytest.raises(ValueError, match="asymmetric"):
         verifier(algorithms=["HS256"])

@@ -2,6 +2,7 @@
 and no thread of the pool that SOAP parsing shares."""
 
 import asyncio
+import itertools
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -69,8 +70,14 @@ def identity_provider() -> Iterator[tuple[IdentityProvider, str]]:
             provider.released.set()
 
 
+_TOKEN_IDS = itertools.count()
+
+
 def signed(kid: str, key: rsa.RSAPrivateKey = SIGNING_KEY) -> str:
+    """A new token each call (its own jti): a token verified once is remembered, and
+    these tests are about finding its key."""
     payload = jwt.decode(bearer(), options={"verify_signature": False})
+    payload["jti"] = str(next(_TOKEN_IDS))
     return jwt.encode(payload, key, "RS256", headers={"kid": kid})
 
 

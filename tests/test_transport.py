@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gql import Client, gql
+from gql import Client, GraphQLRequest
 from gql.transport.httpx import HTTPXAsyncTransport
 from support import document
 
@@ -69,10 +69,13 @@ async def test_a_browser_gets_graphiql(api):
     assert "graphiql" in response.text.lower()
 
 
+LATEST_TWO = GraphQLRequest(LATEST, variable_values={**SEED_ESN, "last": 2})
+
+
 async def test_gql_runs_a_history_query_over_http(api):
     transport = HTTPXAsyncTransport(url=f"{api.base_url}/graphql", headers=api.headers)
     async with Client(transport=transport) as session:
-        result = await session.execute(gql(LATEST), variable_values={**SEED_ESN, "last": 2})
+        result = await session.execute(LATEST_TWO)
     edges = result["device"]["provisioningHistory"]["edges"]
     assert len(edges) == 2
 
@@ -81,5 +84,5 @@ async def test_gql_runs_a_history_query_over_http(api):
 async def test_gql_runs_a_history_query_over_websocket(api, subprotocol):
     transport = api.websocket(subprotocol)
     async with Client(transport=transport) as session:
-        result = await session.execute(gql(LATEST), variable_values={**SEED_ESN, "last": 2})
+        result = await session.execute(LATEST_TWO)
     assert len(result["device"]["provisioningHistory"]["edges"]) == 2

@@ -16,6 +16,7 @@ from support import document
 AUDIT = Path(__file__).parent / "http_audit"
 LATEST = document("LatestEvents")
 SEED_ESN = {"kind": "ESN", "identifier": "09123456123"}
+LATEST_TWO = GraphQLRequest(LATEST, variable_values={**SEED_ESN, "last": 2})
 
 
 async def test_the_graphql_over_http_audit_passes_in_full(api):
@@ -67,9 +68,6 @@ async def test_a_browser_gets_graphiql(api):
         response = await http.get(f"{api.base_url}/graphql", headers={"accept": "text/html"})
     assert response.status_code == 200
     assert "graphiql" in response.text.lower()
-
-
-LATEST_TWO = GraphQLRequest(LATEST, variable_values={**SEED_ESN, "last": 2})
 
 
 async def test_gql_runs_a_history_query_over_http(api):

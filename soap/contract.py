@@ -15,6 +15,7 @@ _CONTRACT = "http://schemas.datacontract.org/2004/07/NPhase.UnifiedWebService.AP
 COMMON = f"{_CONTRACT}.Common"
 DEVICE = f"{_CONTRACT}.DeviceService"
 SESSION = f"{_CONTRACT}.SessionService"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
 
 DEVICE_BINDING = f"{{{V2}}}BasicHttpBinding_IDeviceService"
 SESSION_BINDING = f"{{{V2}}}BasicHttpBinding_ISessionService"

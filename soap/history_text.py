@@ -17,8 +17,8 @@ from lxml import etree
 
 from models.events import ExtendedAttribute, ProvisioningEvent
 from models.instants import CANONICAL_INSTANT, InvalidInstant, canonical_ticks
+from soap.contract import XSI
 
-XSI = "http://www.w3.org/2001/XMLSchema-instance"
 _FIELDS = ("Status", "EventBy", "EventType", "ServicePlan", "Mdn", "Msisdn")
 # Extended attributes are matched by local name (soap.replies): any prefix, or none.
 _ANY = r"(?:[A-Za-z_][\w.\-]*:)?"

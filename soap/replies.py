@@ -11,7 +11,7 @@ from lxml import etree
 from models.devices import DeviceIdentifier, DeviceListPage, DeviceRecord
 from models.events import ExtendedAttribute, HistoryWindow, ProvisioningEvent
 from models.instants import InvalidInstant, parse_instant
-from soap.contract import COMMON, DEVICE, SESSION, SOAP_ENV, V2, strip_service_prefix
+from soap.contract import COMMON, DEVICE, SESSION, SOAP_ENV, V2, XSI, strip_service_prefix
 from soap.errors import UpstreamBadReply, UpstreamFault, UpstreamUnavailable
 from soap.history_text import read_events
 
@@ -31,7 +31,7 @@ _EXTENDED = f"{{{DEVICE}}}ExtendedAttributes"
 # data contract in the namespace it is declared in, Common for ExtendedAttributesObj, so
 # the same reply may carry them in either namespace.
 _ATTRIBUTE, _KEY, _VALUE = "ExtendedAttributesObj", "Key", "Value"
-_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
+_NIL = f"{{{XSI}}}nil"
 _MEMBERS: dict[object, str] = {
     f"{namespace}{name}": name
     for namespace in (f"{{{DEVICE}}}", f"{{{COMMON}}}", "")

@@ -17,8 +17,8 @@ from support import DATA
 from models.events import ExtendedAttribute, ProvisioningEvent
 from models.instants import format_instant
 from soap import replies
-from soap.contract import COMMON, DEVICE, SOAP_ENV, V2, soap_action
-from soap.history_text import XSI, read_events
+from soap.contract import COMMON, DEVICE, SOAP_ENV, V2, XSI, soap_action
+from soap.history_text import read_events
 
 OPERATION = "GetDeviceProvisioningHistory"
 ACTION = soap_action("IDeviceService", OPERATION)

@@ -8,7 +8,7 @@ from models.devices import DeviceIdentifier
 from models.events import ExtendedAttribute, ProvisioningEvent
 from models.instants import format_api_instant, parse_instant
 from soap import replies
-from soap.contract import COMMON, DEVICE, SOAP_ENV, V2
+from soap.contract import COMMON, DEVICE, SOAP_ENV, V2, XSI
 from soap.errors import UpstreamBadReply
 
 OPERATION = "GetDeviceProvisioningHistory"
@@ -89,7 +89,7 @@ def reply_with_attributes(attributes: str) -> bytes:
     return (
         f'<s:Envelope xmlns:s="{SOAP_ENV}"><s:Body>'
         f'<GetDeviceProvisioningHistoryResponse xmlns="{V2}">'
-        f'<Output xmlns:a="{DEVICE}" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">'
+        f'<Output xmlns:a="{DEVICE}" xmlns:i="{XSI}">'
         "<a:ProvisioningHistory><a:ProvisioningEvent>"
         "<a:OccurredAt>2017-01-02T12:00:48.21Z</a:OccurredAt><a:Status>Success</a:Status>"
         "<a:EventType>Activation</a:EventType>"

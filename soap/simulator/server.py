@@ -40,6 +40,7 @@ from soap.contract import (
     SESSION_WSDL,
     SOAP_ENV,
     V2,
+    XSI,
     soap_action,
 )
 from soap.simulator import MOUNT
@@ -74,7 +75,7 @@ def _fault(code: str, message: str) -> Response:
 def _output(operation: str, inner: str, prefixes: str) -> bytes:
     return _envelope(
         f'<{operation}Response xmlns="{V2}"><Output {prefixes} '
-        f'xmlns:i="http://www.w3.org/2001/XMLSchema-instance">{inner}</Output>'
+        f'xmlns:i="{XSI}">{inner}</Output>'
         f"</{operation}Response>"
     )
 

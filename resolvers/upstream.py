@@ -38,7 +38,7 @@ _tracer = trace.get_tracer(__name__)
 
 READ_AHEAD_WINDOWS = 2
 """Windows a client paging forward has read ahead: the one its next page needs, and the
-one after, whose call leaves while the first's reply is still being read."""
+one after, whose call leaves on the first reply's head."""
 
 
 class UpstreamBudgetExceeded(Exception):
@@ -122,6 +122,7 @@ class Upstream:
         self._clock = clock
         self._read_ahead = read_ahead
         self._reading_ahead: set[asyncio.Task[None]] = set()
+        self._chains: dict[tuple[DeviceIdentifier, int], _Chain] = {}
 
     def now(self) -> int:
         """The current instant in ticks."""
@@ -177,64 +178,104 @@ class Upstream:
         self, cost: Cost, device: DeviceIdentifier, page: HistoryPage, first: int, latest: int
     ) -> asyncio.Task[None] | None:
         """After a forward page of ``first`` events with more to come: when the next page
-        of that size needs a window this one did not read, starts reading it and the one
-        after (``READ_AHEAD_WINDOWS``), so that the upstream answers while the client
-        takes this page. The task, or None.
+        of that size needs a window this one did not read, has that window and the one
+        after (``READ_AHEAD_WINDOWS``) read, so that the upstream answers while the client
+        takes this page. The task started, or None.
 
-        For a client paging on (the caller's to judge: one that stops wasted the calls),
-        and only while ``cost``'s request has calls of its budget left, at the request's
-        priority. The calls are not counted in ``cost``: the windows are the next
-        requests', cache hits there. At most ``read_ahead`` tasks at once; ``aclose``
-        cancels them.
+        One chain of calls per client read (device and range): each call leaves on the
+        head of the reply before it, and each page lets the chain go on to the window its
+        next page needs and the one after, so that a chain never stops to be started
+        again. For a client paging on (the caller's to judge: one that stops wasted at
+        most those two calls), and only while ``cost``'s request has calls of its budget
+        left, at the request's priority. The calls are not counted in ``cost``: the
+        windows are the next requests', cache hits there. At most ``read_ahead`` chains
+        at once; ``aclose`` cancels them.
         """
-        if not page.has_next or not page.items or len(self._reading_ahead) >= self._read_ahead:
+        if not page.has_next or not page.items or self._read_ahead <= 0:
             return None
         start = _unread_window(page, first, latest)
         left = None if cost.budget is None else cost.budget - cost.upstream_calls
         if start is None or (left is not None and left <= 0):
             return None
         ahead = Cost(budget=left, priority=cost.priority)
+        chain = self._chains.get((device, latest))
+        if chain is not None and (start in chain.starts or start == chain.paused):
+            # The windows before the one the next page needs are behind the client.
+            del chain.starts[: chain.starts.index(start) if start in chain.starts else None]
+            chain.cost = ahead
+            if chain.paused is None or len(chain.starts) >= READ_AHEAD_WINDOWS:
+                return None  # still on its way, or at the range's end
+            begin, chain.paused = chain.paused, None
+            return self._follow(chain, begin)
+        if len(self._chains) >= self._read_ahead and not self._drop_idle_chain():
+            return None
+        chain = self._chains[(device, latest)] = _Chain(device, latest, ahead)
+        return self._follow(chain, start)
+
+    def _drop_idle_chain(self) -> bool:
+        """Forgets the oldest chain with no call under way, if any."""
+        for key, chain in self._chains.items():
+            if not chain.tasks:
+                del self._chains[key]
+                return True
+        return False
+
+    def _follow(self, chain: "_Chain", start: int) -> asyncio.Task[None]:
+        """Starts ``chain``'s read of the window at ``start``, tracked for ``aclose``."""
         # A context of its own: the task must not keep the request's (its caller, its
         # response) alive, as an expiry timer made in a request once did.
         task = asyncio.get_running_loop().create_task(
-            self._read_on(ahead, device, start, latest, READ_AHEAD_WINDOWS),
-            context=contextvars.Context(),
+            self._read_on(chain, start), context=contextvars.Context()
         )
+        chain.tasks += 1
         self._reading_ahead.add(task)
-        task.add_done_callback(self._reading_ahead.discard)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._reading_ahead.discard(finished)
+            chain.tasks -= 1
+
+        task.add_done_callback(done)
         return task
 
-    async def _read_on(
-        self, cost: Cost, device: DeviceIdentifier, start: int, latest: int, windows: int
-    ) -> None:
-        """Reads the window at ``start`` and the ``windows - 1`` after it. Each next call
-        leaves once the reply before it says where it starts (its head), while that
-        reply's events are still being read: windows come one after another, and
-        reading a reply took as long as the upstream took to answer it."""
+    async def _read_on(self, chain: "_Chain", start: int) -> None:
+        """Reads the window at ``start``; the chain goes on to the next window, as soon as
+        the reply's head says where it starts, while it is fewer than
+        ``READ_AHEAD_WINDOWS`` past the one the client's next page needs; else it waits
+        there for the next page (``paused``)."""
+        chain.starts.append(start)
         following: asyncio.Task[None] | None = None
 
-        def on_head(head: HistoryHead) -> None:
+        def go_on(begin: int) -> None:
             nonlocal following
+            if following is not None or chain.paused is not None:
+                return
+            if len(chain.starts) < READ_AHEAD_WINDOWS:
+                following = self._follow(chain, begin)
+            else:
+                chain.paused = begin
+
+        def on_head(head: HistoryHead) -> None:
             if head.is_complete or head.first_at is None or head.last_at is None:
                 return
-            begin = start_after(head.first_at, head.last_at, latest)
-            if begin is not None and following is None:
-                following = asyncio.ensure_future(
-                    self._read_on(cost, device, begin, latest, windows - 1)
-                )
+            begin = start_after(head.first_at, head.last_at, chain.latest)
+            if begin is not None:
+                go_on(begin)
 
         try:
-            window = await self.history(cost, on_head=on_head if windows > 1 else None)(
-                device, start, latest
+            window = await self.history(chain.cost, on_head=on_head)(
+                chain.device, start, chain.latest
             )
-            if following is None and windows > 1:
+            if following is None and chain.paused is None:
                 # Cached, or read by another request: its events say where the next begins.
-                after, _ = next_window(window, latest)
+                after, _ = next_window(window, chain.latest)
                 if after is not None:
-                    await self._read_on(cost, device, after.window_start, latest, windows - 1)
+                    go_on(after.window_start)
         except (UpstreamError, UpstreamBudgetExceeded, HistoryPagingError) as error:
-            # The next page reads the window itself, and reports what goes wrong then.
+            # The next page reads the window itself, and reports what goes wrong then; a
+            # page after it starts a new chain.
             log.debug("reading a window ahead failed: %s", error)
+            if self._chains.get((chain.device, chain.latest)) is chain:
+                del self._chains[(chain.device, chain.latest)]
         finally:
             if following is not None:
                 task = asyncio.current_task()
@@ -340,6 +381,22 @@ def _unread_window(page: HistoryPage, first: int, latest: int) -> int | None:
         return None
     following, _ = next_window(known.window, latest)
     return following.window_start if following is not None else None
+
+
+@dataclass(eq=False)
+class _Chain:
+    """One client read's windows read ahead: its device and range, the request whose
+    budget its calls spend now, and the windows it called for from the one the client's
+    next page needs."""
+
+    device: DeviceIdentifier
+    latest: int
+    cost: Cost
+    starts: list[int] = field(default_factory=list)
+    paused: int | None = None
+    """Where it goes on when the next page lets it (it is ``READ_AHEAD_WINDOWS`` ahead)."""
+    tasks: int = 0
+    """Its reads under way."""
 
 
 class _NotCached(Exception):

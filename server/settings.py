@@ -118,11 +118,12 @@ class Settings(BaseSettings):
         default=2,
         ge=0,
         le=64,
-        description="Read-aheads at once, for the whole process: when a client pages "
-        "forward with `after` and its next page of the same size needs a window not read "
-        "yet, that window and the one after are read while the client takes this page. A "
-        "client that stops there leaves up to two calls spent for nothing (within its "
-        "request's `MAX_UPSTREAM_CALLS_PER_REQUEST`). 0: never.",
+        description="Client reads read ahead at once, for the whole process: when a client "
+        "pages forward with `after` and its next page of the same size needs a window not "
+        "read yet, that window and the one after are read while the client takes this page, "
+        "by one chain of calls per client read that each page lets go on. A client that "
+        "stops there leaves up to two calls spent for nothing (within its request's "
+        "`MAX_UPSTREAM_CALLS_PER_REQUEST`). 0: never.",
         json_schema_extra={"group": "service"},
     )
     outbox_retention_s: float = Field(

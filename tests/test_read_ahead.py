@@ -161,3 +161,26 @@ async def test_paging_through_a_history_costs_no_call_more_and_later_pages_none(
     # finds its window read, or being read, ahead.
     assert spent[:2] == alone[:2]
     assert spent[2:] == [0] * (len(spent) - 2)
+
+
+async def test_paging_on_reads_each_window_once_two_windows_ahead(uws, upstream):
+    device = upstream.fleet.by_name("twelve-thousand").primary
+    reader = upstream_over(uws)
+    page = await page_after(reader, Cost(budget=10), device, 500)
+    first = reader.read_ahead(Cost(budget=10), device, page, 500, LATEST)
+    assert first is not None
+    await first
+    assert upstream.calls() == 3  # the first page's window, then the second and third
+
+    for pages in range(2, 6):
+        cost = Cost(budget=10)
+        page = await page_after(reader, cost, device, 500, page)
+        assert cost.upstream_calls == 0  # each page's windows were read ahead
+        task = reader.read_ahead(cost, device, page, 500, LATEST)
+        assert task is not None
+        await task
+        # The window the next page needs and the one after, never one twice: a page of
+        # 500 ends one event into its second window (windows share their boundary
+        # instant), so the second page's next needs the fourth window, and each page
+        # after one window more.
+        assert upstream.calls() == pages + 3

@@ -207,7 +207,10 @@ class Upstream:
                 return None  # still on its way, or at the range's end
             begin, chain.paused = chain.paused, None
             return self._follow(chain, begin)
-        if len(self._chains) >= self._read_ahead and not self._drop_idle_chain():
+        # A client read has one chain: a page elsewhere in its range replaces it, in the
+        # place it held (its calls under way end on their own, at most as far ahead).
+        full = chain is None and len(self._chains) >= self._read_ahead
+        if full and not self._drop_idle_chain():
             return None
         chain = self._chains[(device, latest)] = _Chain(device, latest, ahead)
         return self._follow(chain, start)

@@ -184,3 +184,23 @@ async def test_paging_on_reads_each_window_once_two_windows_ahead(uws, upstream)
         # instant), so the second page's next needs the fourth window, and each page
         # after one window more.
         assert upstream.calls() == pages + 3
+
+
+async def test_a_page_elsewhere_in_the_range_replaces_its_reads_chain(uws, upstream):
+    device = upstream.fleet.by_name("twelve-thousand").primary
+    reader = upstream_over(uws, read_ahead=1)  # room for one chain
+    first = await page_after(reader, Cost(budget=10), device, 400)
+    busy = reader.read_ahead(Cost(budget=10), device, first, 400, LATEST)
+    assert busy is not None  # started, not yet under way
+    # The same read, further on (a cursor the client kept): its chain, not a second one.
+    later = await page_after(reader, Cost(budget=10), device, 900)
+
+    moved = reader.read_ahead(Cost(budget=10), device, later, 900, LATEST)
+
+    assert moved is not None
+    await busy
+    await moved
+    # The first window, the second (read by the 900-event page itself, then found by the
+    # first chain), the third and fourth (the new chain's, the old one joining the
+    # third): no window called for twice.
+    assert upstream.calls() == 4

@@ -26,7 +26,8 @@ from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanContext
-from saq import Job, Queue, Status, Worker
+from saq import Job, Status, Worker
+from saq.queue.redis import RedisQueue
 from saq.types import Context, PartialTimersDict
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
@@ -50,6 +51,27 @@ PLAN = "report_plan"
 CHUNK = "report_chunk"
 _WAITING = (Status.NEW, Status.QUEUED, Status.ACTIVE)
 _ALIVE = (Status.NEW, Status.QUEUED, Status.ACTIVE, Status.ABORTING)
+_SWEEP_WAITS = 30
+"""A sweep waits a lease's thirtieth on each stuck step (``_Queue``): twenty at once stay
+within the two thirds of a lease a live step's last touch may be old (it touches every
+third)."""
+
+
+class _Queue(RedisQueue):
+    """SAQ's Redis queue, whose sweep reads every held step at once, then waits ``abort``
+    seconds on each stuck one before judging the next from what it read: its default 5 s
+    on a dead worker's step made a live step after it look a lease stale (the tests' lease
+    is 1 s), and swept it while it ran. Every sweep here, the worker's and the watchdog's,
+    waits a fraction of the lease instead."""
+
+    def __init__(self, *args: Any, lease_s: float = 30.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sweep_wait_s = lease_s / _SWEEP_WAITS
+
+    async def sweep(self, lock: int = 60, abort: float | None = None) -> list[str]:
+        return await super().sweep(lock, self._sweep_wait_s if abort is None else abort)
+
+
 """A step in these may still run; one held by a dead worker stays ACTIVE until a sweep
 retries it (alive again) or ends it."""
 
@@ -96,7 +118,7 @@ class QueueRunner:
         run_worker: bool,
         worker_class: type[Worker[Context]] = ServiceWorker,
     ) -> None:
-        self.queue = Queue.from_url(url, name=QUEUE_NAME)
+        self.queue = _Queue.from_url(url, name=QUEUE_NAME, lease_s=lease_s)
         self._sessions = sessions
         self._work = work
         self._attempts = attempts

@@ -178,14 +178,24 @@ class UwsClient:
         }
 
         async def read(operation: str, status_code: int, body: bytes) -> HistoryWindow:
-            reply = await _read_history_reply(operation, status_code, body)
+            # A reply in the shape WCF writes has only its envelope parsed, here; any
+            # other is parsed whole, in a worker thread.
+            text = replies.text_reply(operation, status_code, body)
+            reply = text or await _read_history_reply(operation, status_code, body)
             if on_head is not None:
                 on_head(reply.head)
                 # One loop turn, in which the next call (``on_head``'s task) goes out
                 # before this reply's events are read. Read in a worker thread they would
                 # hold the GIL, and the loop could send nothing until they were read.
                 await asyncio.sleep(0)
-            return replies.history_events(operation, reply)
+            if isinstance(reply, replies.HistoryReply):
+                return replies.history_events(operation, reply)
+            window = replies.text_events(reply)
+            if window is None:
+                # Its events were not in the shape after all.
+                whole = await _read_history_reply(operation, status_code, body)
+                window = replies.history_events(operation, whole)
+            return window
 
         return await self._authorized("GetDeviceProvisioningHistory", request, read)
 

@@ -11,9 +11,9 @@ from lxml import etree
 from models.devices import DeviceIdentifier, DeviceListPage, DeviceRecord
 from models.events import ExtendedAttribute, HistoryWindow, ProvisioningEvent
 from models.instants import InvalidInstant, parse_instant
+from soap import history_text
 from soap.contract import COMMON, DEVICE, SESSION, SOAP_ENV, V2, XSI, strip_service_prefix
 from soap.errors import UpstreamBadReply, UpstreamFault, UpstreamUnavailable
-from soap.history_text import read_events
 
 # Untrusted bytes: no entity expansion, no network, no unbounded trees.
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
@@ -200,11 +200,22 @@ def _occurred_at(event: etree._Element | None) -> int | None:
 
 
 class HistoryReply(NamedTuple):
-    """A history reply parsed, its head read, its events not yet."""
+    """A history reply parsed whole, its head read, its events not yet."""
 
     head: HistoryHead
     history: etree._Element | None
-    body: bytes
+
+
+class TextReply(NamedTuple):
+    """A history reply whose envelope is parsed and whose events are still text
+    (``soap.history_text``)."""
+
+    head: HistoryHead
+    """Its first and last instants read from the text: right wherever its events are
+    in the shape (else the reply is parsed whole, and only a read ahead may be wasted)."""
+    history: etree._Element
+    """The ProvisioningHistory element of the envelope, empty: what its prefixes mean."""
+    events: str
 
 
 def history_reply(operation: str, status_code: int, body: bytes) -> HistoryReply:
@@ -217,23 +228,52 @@ def history_reply(operation: str, status_code: int, body: bytes) -> HistoryReply
         first = history.find(_EVENT)
         last = next(history.iterchildren(_EVENT, reversed=True), None)
     head = HistoryHead(complete, _occurred_at(first), _occurred_at(last))
-    return HistoryReply(head, history, body)
+    return HistoryReply(head, history)
+
+
+def text_reply(operation: str, status_code: int, body: bytes) -> TextReply | None:
+    """A history reply with only its envelope parsed, where its events have the shape WCF
+    writes (``soap.history_text``); None where it must be parsed whole. A fault or a bad
+    envelope raises the same typed error as the whole parse."""
+    split = history_text.split(body)
+    if split is None:
+        return None
+    envelope = history_reply(operation, status_code, split.envelope)
+    history = envelope.history
+    if (
+        history is None
+        or (history.prefix or "") != split.prefix
+        or (history.getroottree().docinfo.encoding or "").upper() != "UTF-8"
+    ):
+        return None
+    first, last = history_text.first_and_last(split.events, split.prefix)
+    return TextReply(HistoryHead(envelope.head.is_complete, first, last), history, split.events)
+
+
+def text_events(reply: TextReply) -> HistoryWindow | None:
+    """A text reply's events read into a window; None where they are not in the shape
+    after all (then the reply is parsed whole)."""
+    events = history_text.read_events(reply.events, reply.history)
+    if events is None:
+        return None
+    return HistoryWindow(tuple(events), reply.head.is_complete)
 
 
 def history_events(operation: str, reply: HistoryReply) -> HistoryWindow:
-    """A parsed history reply's events read into a window: from its text where it has the
-    shape WCF writes (``soap.history_text``), else element by element."""
+    """A history reply parsed whole read into a window, element by element."""
     if reply.history is None:
         return HistoryWindow((), reply.head.is_complete)
-    events = read_events(reply.body, reply.history)
-    if events is None:
-        events = events_by_element(reply.history, operation)
+    events = events_by_element(reply.history, operation)
     return HistoryWindow(tuple(events), reply.head.is_complete)
 
 
 def history_window(operation: str, status_code: int, body: bytes) -> HistoryWindow:
-    """A history reply read into a window."""
-    return history_events(operation, history_reply(operation, status_code, body))
+    """A history reply read into a window: from its text where it can be, else whole."""
+    text = text_reply(operation, status_code, body)
+    window = text_events(text) if text is not None else None
+    if window is None:
+        window = history_events(operation, history_reply(operation, status_code, body))
+    return window
 
 
 def device_list_page(operation: str, status_code: int, body: bytes) -> DeviceListPage:

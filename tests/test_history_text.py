@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 import httpx
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import DATA
@@ -18,7 +19,7 @@ from models.events import ExtendedAttribute, ProvisioningEvent
 from models.instants import format_instant
 from soap import replies
 from soap.contract import COMMON, DEVICE, SOAP_ENV, V2, XSI, soap_action
-from soap.history_text import read_events
+from soap.errors import UpstreamBadReply, UpstreamError
 
 OPERATION = "GetDeviceProvisioningHistory"
 ACTION = soap_action("IDeviceService", OPERATION)
@@ -70,6 +71,7 @@ class Style:
         return not (self.spaces or self.comment or self.cdata or self.offset_instants)
 
 
+EVENT_AT_ZERO = ProvisioningEvent(0, "Success", None, "Activation", None, None, None, ())
 STYLE = st.builds(
     Style,
     events_prefix=st.sampled_from(["a", "d", "x.y", ""]),
@@ -159,9 +161,14 @@ def reply(events: list[ProvisioningEvent], style: Style) -> bytes:
 
 def both(body: bytes) -> tuple[list[ProvisioningEvent] | None, list[ProvisioningEvent]]:
     """What the text reader and the element walk read from one reply."""
-    parsed = replies.history_reply(OPERATION, 200, body)
-    assert parsed.history is not None
-    return read_events(body, parsed.history), replies.events_by_element(parsed.history, OPERATION)
+    text = replies.text_reply(OPERATION, 200, body)
+    whole = replies.history_reply(OPERATION, 200, body)
+    assert whole.history is not None
+    fast = replies.text_events(text) if text is not None else None
+    if text is not None and fast is not None:
+        assert text.head == whole.head
+    events = list(fast.events) if fast is not None else None
+    return events, replies.events_by_element(whole.history, OPERATION)
 
 
 @settings(max_examples=300)
@@ -192,6 +199,132 @@ def test_the_shape_wcf_writes_is_read_from_the_text(events, style):
     fast, walk = both(reply(plain, style))
 
     assert fast == walk
+
+
+# What a change may put into a reply: characters XML refuses or reads as something else,
+# and pieces of markup, well-formed where they land or not.
+PIECES = st.sampled_from(
+    [
+        "\x00", "\x0b", "\x1f", "\r", "\t", "&", "&amp;", "&#101;", "]]>", "]]", ">", "<",
+        "</", "/>", "\ufffe", "\uffff", "\U0001fffe", "\u00e9", ":", "a:", "b:", "c:", "i:",
+        "xml:", "<c:Key>", "</a:Key>", "<a:Key/>", "<b:Value/>", ' i:nil="true"', " ", "\n",
+        "<!-- -->", "<![CDATA[x]]>", "<?pi x?>", "ProvisioningHistory",
+        "<a:ProvisioningHistory>", "</a:ProvisioningHistory>", "<a:ProvisioningEvent>",
+        "<a:ExtendedAttributes>", "x", "1", "Z", ".5",
+    ]
+)  # fmt: skip
+
+
+def read(body: bytes) -> list[ProvisioningEvent] | type[Exception]:
+    try:
+        return list(replies.history_window(OPERATION, 200, body).events)
+    except UpstreamError as error:
+        return type(error)
+
+
+def read_whole(body: bytes) -> list[ProvisioningEvent] | type[Exception]:
+    try:
+        return list(
+            replies.history_events(OPERATION, replies.history_reply(OPERATION, 200, body)).events
+        )
+    except UpstreamError as error:
+        return type(error)
+
+
+@settings(max_examples=600)
+@given(
+    st.lists(EVENT, min_size=1, max_size=4),
+    st.builds(Style, attribute_prefix=st.sampled_from(["a", "b", ""])),
+    st.data(),
+)
+def test_a_reply_changed_anywhere_reads_as_lxml_reads_it_or_fails_as_it_does(events, style, data):
+    plain = [e for e in events if not any("&" in t or "<" in t or ">" in t for t in texts(e))]
+    body = reply(plain or [EVENT_AT_ZERO], style).decode()
+    # Mostly in the history, where the text reader reads.
+    start, end = body.index("<a:ProvisioningHistory>"), body.index("<a:IsComplete>")
+    at = data.draw(st.integers(start, end) | st.integers(0, len(body)))
+    change = data.draw(st.sampled_from(["insert", "delete", "replace"]))
+    piece = data.draw(PIECES) if change != "delete" else ""
+    cut = data.draw(st.integers(1, 12)) if change != "insert" else 0
+    changed = (body[:at] + piece + body[at + cut :]).encode("utf-8", "surrogatepass")
+
+    assert read(changed) == read_whole(changed)
+
+
+WITH_ATTRIBUTES = ProvisioningEvent(
+    0, "Success", "me", "Activation", None, "1", None,
+    (ExtendedAttribute("K", "V"), ExtendedAttribute("E", None)),
+)  # fmt: skip
+REFUSED = {
+    "a character XML does not allow": ("Success", "Suc\x00cess"),
+    "]]> in text": ("Success", "Succ]]>ess"),
+    "U+FFFE": ("Success", "Succ\ufffeess"),
+    "U+FFFF": ("Success", "Succ\uffffess"),
+    "an undeclared prefix on a Key": ("<b:Key>K</b:Key>", "<c:Key>K</c:Key>"),
+    "an undeclared prefix on an item": ("b:ExtendedAttributesObj", "c:ExtendedAttributesObj"),
+    "an undeclared prefix on a nil Value": ('<b:Value i:nil="true"/>', '<c:Value i:nil="true"/>'),
+    "a Key closed by another prefix": ("<b:Key>K</b:Key>", "<b:Key>K</a:Key>"),
+    "a Value closed by another prefix": ("<b:Value>V</b:Value>", "<b:Value>V</a:Value>"),
+    "an item closed by another prefix": (
+        "<b:Value>V</b:Value></b:ExtendedAttributesObj>",
+        "<b:Value>V</b:Value></a:ExtendedAttributesObj>",
+    ),
+}
+ACCEPTED = {
+    "a nested history": (
+        "<a:Mdn>1</a:Mdn>",
+        "<a:Mdn>1</a:Mdn><a:ProvisioningHistory></a:ProvisioningHistory>",
+    ),
+    "a CR": ("Success", "Succ\r\ness"),
+    "a reference": ("Success", "Succ&amp;ess"),
+    "a comment before the history": (
+        "<a:ProvisioningHistory>",
+        "<!-- c --><a:ProvisioningHistory>",
+    ),
+    "a history's tag in a comment": (
+        "<a:ProvisioningHistory>",
+        "<!-- <a:ProvisioningHistory> --><a:ProvisioningHistory>",
+    ),
+    "a history's tag in a processing instruction": (
+        "<a:ProvisioningHistory>",
+        "<?pi <a:ProvisioningHistory> ?><a:ProvisioningHistory>",
+    ),
+    "a prefix declared in the history": (
+        "<a:ProvisioningHistory>",
+        f'<a:ProvisioningHistory xmlns:c="{COMMON}">',
+    ),
+    "an unusual declared prefix": ("b:", "xml:"),
+}
+
+
+def changed(old: str, new: str) -> bytes:
+    body = reply([WITH_ATTRIBUTES, WITH_ATTRIBUTES], Style(attribute_prefix="b")).decode()
+    assert old in body
+    return body.replace(old, new).encode()
+
+
+@pytest.mark.parametrize("change", REFUSED.values(), ids=REFUSED.keys())
+def test_what_lxml_refuses_the_text_reader_refuses(change):
+    body = changed(*change)
+
+    assert read_whole(body) is UpstreamBadReply
+    assert read(body) is UpstreamBadReply
+
+
+@pytest.mark.parametrize("change", ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_what_lxml_reads_outside_the_shape_reads_the_same(change):
+    body = changed(*change)
+
+    assert isinstance(read_whole(body), list)
+    assert read(body) == read_whole(body)
+
+
+def test_a_reply_declared_in_another_encoding_is_read_as_declared():
+    body = b'<?xml version="1.0" encoding="ISO-8859-1"?>' + changed("Success", "Succ\u00e9ss")
+    latin = body.decode().encode("latin-1")
+
+    assert read(latin) == read_whole(latin)
+    assert read(latin)[0].status == "Succ\u00e9ss"
 
 
 def texts(event: ProvisioningEvent) -> list[str]:

@@ -184,10 +184,13 @@ class UwsClient:
             reply = text or await _read_history_reply(operation, status_code, body)
             if on_head is not None:
                 on_head(reply.head)
-                # One loop turn, in which the next call (``on_head``'s task) goes out
-                # before this reply's events are read. Read in a worker thread they would
-                # hold the GIL, and the loop could send nothing until they were read.
-                await asyncio.sleep(0)
+            # One loop turn before this reply's events are read, in which the next call
+            # (``on_head``'s task) goes out, and the other calls' replies that came in
+            # meanwhile get as far. (Read in a worker thread, the events would hold the
+            # GIL, and the loop could do nothing until they were read.) Without it, a
+            # fleet report's calls in flight each left again later: 1.23x the ideal
+            # instead of 1.12x.
+            await asyncio.sleep(0)
             if isinstance(reply, replies.HistoryReply):
                 return replies.history_events(operation, reply)
             window = replies.text_events(reply)

@@ -72,7 +72,7 @@ def split(body: bytes) -> Split | None:
     content = body[found.end() : end]
     if len(content.translate(None, _REFUSED)) != len(content):
         return None
-    if b"]" in content and b"]]>" in content:
+    if b"]" in content and b"]]>" in content:  # a rare byte looked for first: faster
         return None
     if not content.isascii() and (b"\xef\xbf\xbe" in content or b"\xef\xbf\xbf" in content):
         return None  # U+FFFE, U+FFFF
@@ -93,7 +93,10 @@ def first_and_last(events: str, prefix: str) -> tuple[int | None, int | None]:
         match = _CANONICAL.match(events, at + len(opener))
         if at < 0 or match is None or not events.startswith(closing, match.end()):
             return None
-        return canonical_ticks(*match.groups())
+        try:
+            return canonical_ticks(*match.groups())
+        except InvalidInstant:  # such as February 30th
+            return None
 
     if not events.startswith(opener):
         return None, None

@@ -265,6 +265,7 @@ REFUSED = {
     "an undeclared prefix on a nil Value": ('<b:Value i:nil="true"/>', '<c:Value i:nil="true"/>'),
     "a Key closed by another prefix": ("<b:Key>K</b:Key>", "<b:Key>K</a:Key>"),
     "a Value closed by another prefix": ("<b:Value>V</b:Value>", "<b:Value>V</a:Value>"),
+    "a day no calendar has": ("1970-01-01T", "1970-02-30T"),
     "an item closed by another prefix": (
         "<b:Value>V</b:Value></b:ExtendedAttributesObj>",
         "<b:Value>V</b:Value></a:ExtendedAttributesObj>",

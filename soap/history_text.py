@@ -26,10 +26,12 @@ from models.instants import CANONICAL_INSTANT, InvalidInstant, canonical_ticks
 from soap.contract import XSI
 
 _FIELDS = ("Status", "EventBy", "EventType", "ServicePlan", "Mdn", "Msisdn")
+_PREFIX = r"[A-Za-z_][\w.\-]*+"
+"""A namespace prefix (with ``re.ASCII``)."""
 # An attribute's elements are matched by local name (soap.replies): any prefix, or none,
 # captured with its colon ("" for none) to check that it is declared.
-_ANY = r"((?:[A-Za-z_][\w.\-]*+:)?)"
-_HISTORY_TAG = re.compile(rb"<(?:([A-Za-z_][\w.\-]*+):)?ProvisioningHistory>", re.ASCII)
+_ANY = rf"((?:{_PREFIX}:)?)"
+_HISTORY_TAG = re.compile(rf"<(?:({_PREFIX}):)?ProvisioningHistory>".encode(), re.ASCII)
 _CANONICAL = re.compile(CANONICAL_INSTANT, re.ASCII)
 # Characters XML 1.0 does not allow, and "&" and CR, which lxml would read as something
 # else (a reference, a line end): where one is in the content, lxml reads the reply.
